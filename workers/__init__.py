@@ -1,0 +1,1 @@
+"""atc-wsi service layer: Celery workers, job store, HTTP API, watch folder and CLI."""
