@@ -8,8 +8,6 @@ analysis-relevant part for idempotency keys.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,14 +52,8 @@ class Settings(PipelineSettings):
         return PipelineSettings.model_validate(data)
 
     def config_hash(self) -> str:
-        """sha256 (hex, first 16 chars) of the canonical JSON of the pipeline settings."""
-        return pipeline_hash(self.pipeline())
-
-
-def pipeline_hash(settings: PipelineSettings) -> str:
-    """Stable hash of analysis settings: same settings → same hash on every machine."""
-    blob = json.dumps(settings.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        """Hash of the analysis-relevant settings (engine options such as device excluded)."""
+        return self.pipeline().config_hash()
 
 
 def _set_path(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:

@@ -10,6 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Literal, overload
 
+# mkstemp creates 0600 files; outputs get the usual umask-derived mode instead.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 @overload
 @contextlib.contextmanager
@@ -34,6 +39,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.fchmod(fd, _FILE_MODE)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, mode, encoding="utf-8" if mode == "w" else None) as fh:
@@ -56,6 +62,7 @@ def atomic_temp_path(path: str | Path) -> Path:
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     return Path(tmp_name)
 

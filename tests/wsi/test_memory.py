@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ellipse_tissue, write_pyramid
+
+from tests.slide_helpers import ellipse_tissue, write_pyramid
 
 CHILD = r"""
 import json, resource, sys

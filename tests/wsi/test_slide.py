@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import write_pyramid
 
+from tests.slide_helpers import write_pyramid
 from wsi import (
     ImplausibleMppError,
     MissingMppError,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ellipse_area_px
 
+from tests.slide_helpers import ellipse_area_px
 from wsi import TissueSettings, compute_tissue_mask, open_slide
 from wsi.tissue import detect_tissue, pen_ink
 

@@ -1,0 +1,135 @@
+"""The service's error tree: every refusal the job store, API, watch folder or CLI raises.
+
+Each error carries a stable machine-readable ``code`` (sent in the API's JSON body) and the HTTP
+status the API answers with. Messages say what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class JobError(Exception):
+    """Base of the service's errors.
+
+    Attributes:
+        code: stable identifier for clients, e.g. ``"job_not_found"``.
+        http_status: status code the API answers with.
+    """
+
+    code: str = "job_error"
+    http_status: int = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class JobNotFoundError(JobError):
+    """No job has this id."""
+
+    code = "job_not_found"
+    http_status = 404
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}; list jobs with GET /v1/jobs")
+        self.job_id = job_id
+
+
+class BatchNotFoundError(JobError):
+    """No batch has this id."""
+
+    code = "batch_not_found"
+    http_status = 404
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"no batch with id {batch_id!r}")
+        self.batch_id = batch_id
+
+
+class JobStateError(JobError):
+    """The job is not in a state that allows the request (e.g. report of a running job)."""
+
+    code = "job_state"
+    http_status = 409
+
+
+class OutputNotFoundError(JobError):
+    """The job has no output file with this name."""
+
+    code = "file_not_found"
+    http_status = 404
+
+
+class PathNotAllowedError(JobError):
+    """A slide path is outside the configured slide roots, or malformed.
+
+    Attributes:
+        path: the path as given.
+        reason: why it was refused.
+    """
+
+    code = "path_not_allowed"
+    http_status = 400
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"path {str(path)!r} refused: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class SlideMissingError(JobError):
+    """The slide path is inside a root but nothing is there."""
+
+    code = "slide_not_found"
+    http_status = 400
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(f"no slide at {str(path)!r}; check the path relative to a slide root")
+        self.path = str(path)
+
+
+class UploadTooLargeError(JobError):
+    """An upload exceeded the configured size limit."""
+
+    code = "upload_too_large"
+    http_status = 413
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(
+            f"upload exceeds the limit of {limit_bytes} bytes; put the slide under a slide root "
+            "and submit its path instead"
+        )
+        self.limit_bytes = limit_bytes
+
+
+class AuthError(JobError):
+    """No token, or a token that matches no stored hash."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class ForbiddenError(JobError):
+    """A valid token without the scope the request needs."""
+
+    code = "forbidden"
+    http_status = 403
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this token lacks the {scope!r} scope; create one with that scope")
+        self.scope = scope
+
+
+class PipelineVersionError(JobError):
+    """A request asked for a pipeline version this service does not run."""
+
+    code = "pipeline_version_mismatch"
+    http_status = 409
+
+
+class ServiceConfigError(JobError):
+    """The service configuration is unusable (e.g. a token file that cannot be read)."""
+
+    code = "service_config"
+    http_status = 500
