@@ -17,6 +17,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError
 
 from models.settings import PipelineSettings
+from workers.report.settings import OutputSettings
 from workers.service_settings import ServiceSettings
 
 #: Default configuration shipped with the package.
@@ -45,10 +46,11 @@ class Settings(PipelineSettings):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    outputs: OutputSettings = Field(default_factory=OutputSettings)
 
     def pipeline(self) -> PipelineSettings:
         """The analysis-relevant part (what goes into the configuration hash)."""
-        data = self.model_dump(exclude={"service"})
+        data = self.model_dump(exclude={"service", "outputs"})
         return PipelineSettings.model_validate(data)
 
     def config_hash(self) -> str:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
@@ -19,11 +20,12 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import wsi
-from workers.api.routes import router
+from workers.api.routes import require, router
 from workers.auth import TokenVerifier
 from workers.celery_app import EXPAND_BATCH_TASK
 from workers.errors import JobError
 from workers.jobs import Sender, ServiceContext, get_context
+from workers.viewer import make_viewer_router
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,14 @@ def create_api(ctx: ServiceContext | None = None, send: Sender | None = None) ->
     registry.register(ServiceCollector(ctx, broker))
     _install_error_handlers(app)
     app.include_router(router)
+
+    def job_output_dir(job_id: str) -> Path:
+        try:
+            return Path(ctx.store.get_job(job_id).out_dir)
+        except JobError as exc:
+            raise LookupError(str(exc)) from exc
+
+    app.include_router(make_viewer_router(job_output_dir, dependencies=[Depends(require("read"))]))
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
