@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, ValidationError
 from models.settings import PipelineSettings
 from workers.report.settings import OutputSettings
 from workers.service_settings import ServiceSettings
+from wsi.synthetic.settings import SyntheticSettings
 
 #: Default configuration shipped with the package.
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
@@ -47,10 +48,11 @@ class Settings(PipelineSettings):
 
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     outputs: OutputSettings = Field(default_factory=OutputSettings)
+    synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
 
     def pipeline(self) -> PipelineSettings:
         """The analysis-relevant part (what goes into the configuration hash)."""
-        data = self.model_dump(exclude={"service", "outputs"})
+        data = self.model_dump(exclude={"service", "outputs", "synthetic"})
         return PipelineSettings.model_validate(data)
 
     def config_hash(self) -> str:
