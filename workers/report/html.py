@@ -79,7 +79,7 @@ def _cards(report: dict[str, Any]) -> str:
         cards.append(
             ("Necrosis, % of tumour bed", fmt(report["necrosis"]["percent_of_tumour_bed"], "%", 1))
         )
-    if "mitosis" in report:
+    if report.get("mitosis", {}).get("count_total") is not None:
         m = report["mitosis"]
         cards.append(("Mitoses in 2 mm² hotspot", fmt(m["mitoses_per_2mm2_hotspot"])))
         label = f"Mitoses per {m['n_hpf']} HPF ({m['hpf_area_mm2']} mm² per HPF)"
@@ -173,8 +173,12 @@ def _analysis_tables(report: dict[str, Any]) -> str:
                 ]
             )
         )
-    if "mitosis" in report:
-        parts.append("<h2>Mitoses</h2>" + table(_mitosis_rows(report["mitosis"])))
+    mitosis = report.get("mitosis")
+    if mitosis is not None and mitosis.get("count_total") is not None:
+        parts.append("<h2>Mitoses</h2>" + table(_mitosis_rows(mitosis)))
+    elif mitosis is not None:
+        notes = "; ".join(mitosis.get("warnings", [])) or "not run"
+        parts.append(f"<h2>Mitoses</h2><p>Not counted: {_esc(notes)}</p>")
     if "tam" in report:
         parts.append(_tam_table(report["tam"]))
     return "".join(parts)

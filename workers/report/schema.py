@@ -133,6 +133,17 @@ def _circle(desc: str) -> Schema:
 
 
 def _mitosis() -> Schema:
+    skipped = _obj(
+        {
+            "count_total": {"type": "null", "description": "null: the mitosis pass did not run"},
+            "warnings": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        },
+        "mitosis pass skipped (e.g. an IHC slide), with the reason in warnings",
+    )
+    return {"oneOf": [_mitosis_counts(), skipped]}
+
+
+def _mitosis_counts() -> Schema:
     return _obj(
         {
             "count_total": _int(0, "mitoses detected"),

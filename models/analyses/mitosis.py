@@ -1,0 +1,236 @@
+"""Mitosis analysis: detection in viable tumour, typical vs tripolar, hotspot and per-10-HPF counts.
+
+Only the tiles the pattern analysis calls viable tumour are scanned at 0.25 µm/px, so the costly
+high-resolution pass covers no more than it must. Each tile goes through the registered detector
+(haematoxylin-peak candidates + crop classifier, ``models.cells.mitosis_net``); detections become
+level-0 points, duplicates from tile overlaps are suppressed, and the densest 2 mm² circle and
+10-HPF-area circle are searched within tumour (``models.analyses.hotspot``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+import models.cells.zoo  # noqa: F401  (registers the cell models)
+from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
+from models.analyses.hotspot import RegionMask, densest_circle, hpf_circle_area_mm2
+from models.analyses.pattern import tumour_probability_in_boxes
+from models.analyses.settings_cells import MitosisSettings
+from models.cells.candidates import cluster_points
+from models.cells.mitosis_net import MitosisTileDetector
+from models.cells.points import PointAccumulator
+from models.cells.stain import stain_evidence
+from wsi.results import Circle, PointSet, RasterMap
+from wsi.tiling import TileGrid
+from wsi.tissue import read_downsampled
+
+#: Columns of the finalised detection array.
+COLS = ("l0_x", "l0_y", "score", "p_typical", "p_tripolar")
+
+
+def decode_tile(min_score: float) -> Any:
+    """Return a decoder of one tile's (K, 6) detector output to (n, 5) row, col, score, p, p."""
+
+    def decode(raw: NDArray[np.float32]) -> NDArray[np.float32]:
+        raw = np.asarray(raw).reshape(-1, 6)
+        p_mit = raw[:, 4] + raw[:, 5]
+        keep = (raw[:, 2] >= 0) & (p_mit >= min_score)
+        return np.column_stack([raw[keep, 0], raw[keep, 1], p_mit[keep], raw[keep, 4:6]])
+
+    return decode
+
+
+def finalise_detections(det: NDArray[np.float64], nms_l0: float) -> NDArray[np.float64]:
+    """Merge duplicates (tile overlaps, figures split into chromosome groups) within ``nms_l0``.
+
+    Each merged figure sits at the score-weighted centre of its candidates, with the highest
+    score and the score-weighted class probabilities.
+    """
+    det = np.asarray(det, dtype=np.float64).reshape(-1, len(COLS))
+    return cluster_points(det, nms_l0)
+
+
+def drop_in_necrosis(
+    det: NDArray[np.float64], necrosis: AnalysisOutput | None
+) -> tuple[NDArray[np.float64], int]:
+    """Remove detections on the necrosis mask (karyorrhectic debris is not a mitosis).
+
+    Returns the kept detections and how many were dropped (0 when necrosis did not run).
+    """
+    if necrosis is None or "mask" not in necrosis.data or len(det) == 0:
+        return det, 0
+    mask = RegionMask(np.asarray(necrosis.data["mask"], dtype=bool), necrosis.data["l0_per_px"])
+    inside = mask.contains(det[:, :2])
+    return det[~inside], int(inside.sum())
+
+
+def tumour_region(tumour_prob: RasterMap, threshold: float = 0.5) -> RegionMask:
+    """Return the viable-tumour mask (pattern tiles with tumour probability ≥ threshold)."""
+    vals = np.nan_to_num(tumour_prob.values, nan=0.0)
+    return RegionMask(vals >= threshold, tumour_prob.l0_per_px, tumour_prob.l0_origin)
+
+
+def summarise_mitoses(
+    det: NDArray[np.float64],
+    *,
+    mpp: float,
+    region: RegionMask | None,
+    viable_tumour_mm2: float | None,
+    settings: MitosisSettings,
+) -> tuple[dict[str, Any], list[PointSet], list[Circle]]:
+    """Build the mitosis report section, the point sets and the hotspot circles.
+
+    Args:
+        det: (n, 5) finalised detections (``COLS``), level-0 px.
+        mpp: level-0 µm/px.
+        region: where hotspot centres may lie (viable tumour); None: anywhere.
+        viable_tumour_mm2: viable tumour area for the density (None: not reported).
+        settings: thresholds, hotspot and HPF areas.
+    """
+    tri = det[:, 4] > det[:, 3]
+    n, n_tri = len(det), int(tri.sum())
+    xy = det[:, :2]
+    hot = densest_circle(
+        xy,
+        area_mm2=settings.hotspot_area_mm2,
+        mpp=mpp,
+        region=region,
+        step_um=settings.hotspot_step_um,
+    )
+    hpf_area = hpf_circle_area_mm2(settings.hpf_area_mm2, settings.n_hpf)
+    hpf = densest_circle(
+        xy, area_mm2=hpf_area, mpp=mpp, region=region, step_um=settings.hotspot_step_um
+    )
+
+    def circ(h: Any) -> dict[str, Any] | None:
+        if h is None:
+            return None
+        return {
+            "l0_center": [round(h.l0_center[0], 1), round(h.l0_center[1], 1)],
+            "l0_radius": round(h.l0_radius, 1),
+            "area_mm2": round(h.area_mm2, 4),
+            "count": h.count,
+            "tumour_fraction": round(h.tumour_fraction, 3),
+        }
+
+    report: dict[str, Any] = {
+        "count_total": n,
+        "count_typical": n - n_tri,
+        "count_tripolar": n_tri,
+        "percent_tripolar": round(100.0 * n_tri / n, 2) if n else None,
+        "viable_tumour_mm2": viable_tumour_mm2,
+        "per_mm2_viable_tumour": (round(n / viable_tumour_mm2, 3) if viable_tumour_mm2 else None),
+        "hotspot_2mm2": circ(hot),
+        "mitoses_per_2mm2_hotspot": hot.count if hot else 0,
+        "hpf_area_mm2": settings.hpf_area_mm2,
+        "n_hpf": settings.n_hpf,
+        "hpf_circle": circ(hpf),
+        "mitoses_per_10hpf": hpf.count if hpf else 0,
+        "hpf_note": (
+            f"per-{settings.n_hpf}-HPF count = densest circle of {settings.n_hpf} × "
+            f"{settings.hpf_area_mm2} mm² = {hpf_area:.3f} mm² (HPF area from configuration)"
+        ),
+        "min_score": settings.min_score,
+    }
+    points = [
+        PointSet("Mitosis", xy[~tri].copy(), det[~tri, 2].astype(np.float32)),
+        PointSet("Mitosis tripolar", xy[tri].copy(), det[tri, 2].astype(np.float32)),
+    ]
+    circles = []
+    if hot is not None:
+        circles.append(hot.to_circle(f"Mitosis hotspot {settings.hotspot_area_mm2:g} mm²"))
+    if hpf is not None:
+        circles.append(hpf.to_circle(f"Mitosis {settings.n_hpf} HPF ({hpf_area:.2f} mm²)"))
+    return report, points, circles
+
+
+@register_analysis
+class MitosisAnalysis:
+    """Mitotic figures (typical, tripolar) in viable tumour, hotspot and per-10-HPF counts."""
+
+    name = "mitosis"
+    requires: tuple[str, ...] = ("pattern",)
+    after: tuple[str, ...] = ("necrosis",)
+
+    def run(self, ctx: AnalysisContext) -> AnalysisOutput:
+        """Scan the tumour tiles at 0.25 µm/px and summarise the detections."""
+        ms = ctx.settings.mitosis
+        warning = ihc_warning(ctx)
+        if warning is not None:
+            return AnalysisOutput(self.name, report={"warnings": [warning], "count_total": None})
+        spec, model = ctx.model(ms.model)
+        if isinstance(model, MitosisTileDetector):
+            model.configure(
+                min_od=ms.candidate_min_od,
+                sigma_um=ms.candidate_sigma_um,
+                max_candidates=ms.max_candidates,
+            )
+        grid = TileGrid.for_slide(
+            ctx.slide,
+            target_mpp=spec.input_mpp,
+            tile_px=ms.tile_px,
+            overlap_px=ms.overlap_px,
+            mask=ctx.tissue,
+            min_tissue=0.01,
+        )
+        pattern = ctx.results["pattern"]
+        prob = tumour_probability_in_boxes(pattern, grid.l0_xy, grid.l0_tile)
+        indices = np.flatnonzero(prob >= ms.min_tumour_prob).astype(np.int64)
+        acc = PointAccumulator(
+            "det",
+            decode_tile(ms.min_score),
+            3,
+            l0_per_px=grid.l0_tile / grid.tile_px,
+            tile_px=grid.tile_px,
+            margin_px=ms.overlap_px / 2,
+        )
+        stats = ctx.run_engine(model, spec, grid, [acc], tag=self.name, indices=indices, head=_head)
+        mpp = ctx.slide.mpp
+        det = finalise_detections(acc.finalize(), ms.nms_um / mpp)
+        det, in_necrosis = drop_in_necrosis(det, ctx.results.get("necrosis"))
+        viable = pattern.data.get("viable_tumour_mm2")
+        report, points, circles = summarise_mitoses(
+            det,
+            mpp=mpp,
+            region=tumour_region(pattern.data["tumour_prob"]),
+            viable_tumour_mm2=float(viable) if viable is not None else None,
+            settings=ms,
+        )
+        report = {
+            "model": spec.name,
+            "mpp": spec.input_mpp,
+            "tiles_scanned": len(indices),
+            "tiles_in_tissue": len(grid),
+            "dropped_in_necrosis": in_necrosis,
+            **report,
+        }
+        return AnalysisOutput(
+            name=self.name,
+            report=report,
+            points=points,
+            circles=circles,
+            models=[spec.provenance()],
+            qc=ctx.engine_qc(stats),
+            data={"detections": det, "columns": COLS},
+        )
+
+
+def ihc_warning(ctx: AnalysisContext) -> str | None:
+    """Return a warning when the slide looks like DAB IHC (mitoses need H&E), else None."""
+    low, _ = read_downsampled(ctx.slide, 4.0)
+    ev = stain_evidence(low, ctx.settings.tam.dab_od_threshold)
+    if not ev.looks_ihc(ctx.settings.tam.dab_slide_fraction_ihc):
+        return None
+    return (
+        f"the slide looks like DAB immunohistochemistry (DAB-positive {100 * ev.dab_fraction:.1f}% "
+        f"of tissue pixels, eosin {100 * ev.eosin_fraction:.1f}%); mitoses are counted on H&E, so "
+        "no mitosis numbers were computed for this slide"
+    )
+
+
+def _head(out: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"det": out}

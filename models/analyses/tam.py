@@ -1,0 +1,266 @@
+"""Tumour-associated macrophages: density and fraction on H&E, DAB-positive cells on CD68/CD163.
+
+Route: ``tam.route`` = ``he`` (macrophage detector), ``ihc`` (colour deconvolution + DAB-positive
+cells) or ``auto`` (chosen from the slide's own second stain besides haematoxylin, DAB or eosin,
+estimated in a low-resolution read of the slide; see ``models.cells.stain.stain_evidence``).
+A route that contradicts the stain (an H&E slide configured as IHC, or the reverse) is not run:
+the report carries a warning instead of numbers that would be nonsense.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+import models.cells.zoo  # noqa: F401  (registers the cell models)
+from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
+from models.analyses.mitosis import tumour_region
+from models.analyses.pattern import tumour_probability_in_boxes
+from models.analyses.settings_cells import TamSettings
+from models.cells.candidates import nms_points
+from models.cells.dab import DabAccumulator, DabDeconvolution
+from models.cells.heat_net import MacrophageDetector
+from models.cells.points import PointAccumulator
+from models.cells.stain import HDAB, StainEvidence, estimate_two_stains, od_from_rgb
+from models.cells.stain import stain_evidence as _evidence
+from models.registry import ModelSpec
+from wsi.results import PointSet, RasterMap
+from wsi.tiling import TileGrid
+from wsi.tissue import read_downsampled
+
+_EVIDENCE_MPP = 4.0
+
+
+def choose_route(s: TamSettings, ev: StainEvidence) -> tuple[str | None, str | None]:
+    """Return (route to run or None, warning or None) from the settings and the stain evidence."""
+    ihc_like = ev.looks_ihc(s.dab_slide_fraction_ihc)
+    facts = f"DAB-positive {100 * ev.dab_fraction:.2f}% and eosin {100 * ev.eosin_fraction:.2f}% "
+    facts += "of tissue pixels"
+    if s.route == "auto":
+        return ("ihc" if ihc_like else "he"), None
+    if s.route == "ihc" and not ihc_like:
+        return None, (
+            f"TAM route is set to IHC ({s.stain.upper()}) but the slide shows no DAB staining "
+            f"({facts}); it looks like H&E. TAM numbers were not computed: set tam.route to "
+            "'he' or 'auto', or analyse the IHC slide."
+        )
+    if s.route == "he" and ihc_like:
+        return None, (
+            f"TAM route is set to H&E but the slide looks like DAB immunohistochemistry ({facts}). "
+            "TAM numbers were not computed: set tam.route to 'ihc' or 'auto'."
+        )
+    return s.route, None
+
+
+def density_map(
+    l0_xy: NDArray[np.float64], dims: tuple[int, int], mpp: float, cell_um: float, name: str
+) -> RasterMap:
+    """Return points per mm² on a grid of ``cell_um`` cells covering the slide."""
+    l0_cell = cell_um / mpp
+    cols, rows = (int(np.ceil(d / l0_cell)) for d in dims)
+    counts = np.zeros((rows, cols), dtype=np.float32)
+    if len(l0_xy):
+        c = np.clip((l0_xy[:, 0] // l0_cell).astype(int), 0, cols - 1)
+        r = np.clip((l0_xy[:, 1] // l0_cell).astype(int), 0, rows - 1)
+        np.add.at(counts, (r, c), 1.0)
+    dens = counts / (cell_um / 1000.0) ** 2
+    vmax = float(np.percentile(dens[dens > 0], 99)) if (dens > 0).any() else 1.0
+    return RasterMap(name, dens, l0_cell, "density", "cells/mm²", vmax)
+
+
+def _grid(ctx: AnalysisContext, mpp: float, s: TamSettings, overlap: int) -> TileGrid:
+    return TileGrid.for_slide(
+        ctx.slide,
+        target_mpp=mpp,
+        tile_px=s.tile_px,
+        overlap_px=overlap,
+        mask=ctx.tissue,
+        min_tissue=0.01,
+    )
+
+
+def _run_he(
+    ctx: AnalysisContext, s: TamSettings
+) -> tuple[dict[str, Any], list[NDArray[Any]], dict[str, Any], Any]:
+    spec, model = ctx.model(s.model)
+    if isinstance(model, MacrophageDetector):
+        model.thresholds = (s.peak_threshold, s.nucleus_peak_threshold)
+        model.min_distance_px = max(1, round(s.peak_min_distance_um / spec.input_mpp))
+    grid = _grid(ctx, spec.input_mpp, s, spec.overlap_px)
+    prob = tumour_probability_in_boxes(ctx.results["pattern"], grid.l0_xy, grid.l0_tile)
+    idx = np.flatnonzero(prob >= s.min_tumour_prob).astype(np.int64)
+    accs = [
+        PointAccumulator(
+            "peaks",
+            _channel(c),
+            1,
+            l0_per_px=grid.l0_tile / grid.tile_px,
+            tile_px=grid.tile_px,
+            margin_px=spec.overlap_px / 2,
+        )
+        for c in (0, 1)
+    ]
+    stats = ctx.run_engine(model, spec, grid, list(accs), tag="tam", indices=idx, head=_peaks)
+    mac, cells = (a.finalize() for a in accs)
+    return {"model": spec.name, "mpp": spec.input_mpp}, [mac, cells], spec.provenance(), stats
+
+
+def _run_ihc(
+    ctx: AnalysisContext, s: TamSettings, low: NDArray[np.uint8]
+) -> tuple[dict[str, Any], list[NDArray[Any]], dict[str, Any], Any]:
+    mpp, overlap, mean, std = s.ihc_mpp, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    od = od_from_rgb(low).reshape(-1, 3)
+    matrix = estimate_two_stains(od, HDAB) if s.estimate_stain_vectors else HDAB
+    dab_row = 1
+    digest = hashlib.sha256(np.round(matrix.vectors, 4).tobytes()).hexdigest()
+    spec = ModelSpec(
+        name="dab-deconvolution",
+        arch=lambda: DabDeconvolution(matrix, dab_row, mean, std),
+        arch_name="colour deconvolution (H, DAB)",
+        task="segment",
+        input_mpp=mpp,
+        tile_px=s.tile_px,
+        classes=("dab", "od_sum"),
+        mean=mean,
+        std=std,
+        weights_file="",
+        sha256=digest,
+        version="1.0.0",
+    )
+    grid = _grid(ctx, mpp, s, overlap)
+    acc = DabAccumulator(
+        mpp=mpp,
+        threshold=s.dab_od_threshold,
+        min_cell_um2=s.dab_min_cell_um2,
+        l0_per_px=grid.l0_tile / grid.tile_px,
+        tile_px=grid.tile_px,
+        margin_px=overlap / 2,
+    )
+    stats = ctx.run_engine(spec.arch(), spec, grid, [acc], tag="tam-ihc", head=lambda o: {"dab": o})
+    pos_px, tissue_px = acc.pixel_totals()
+    info = {
+        "stain_vectors": {
+            "haematoxylin": np.round(matrix.vectors[0], 3).tolist(),
+            "dab": np.round(matrix.vectors[1], 3).tolist(),
+            "estimated": matrix is not HDAB,
+        },
+        "dab_positive_area_fraction": round(pos_px / tissue_px, 4) if tissue_px else None,
+        "tissue_analysed_mm2": round(tissue_px * (mpp / 1000) ** 2, 4),
+        "mpp": mpp,
+    }
+    return info, [acc.finalize()], spec.provenance(), stats
+
+
+def _channel(c: int) -> Any:
+    def decode(raw: NDArray[np.float32]) -> NDArray[np.float32]:
+        p = raw[c]
+        return np.asarray(p[p[:, 2] >= 0][:, :3], dtype=np.float32)
+
+    return decode
+
+
+def _peaks(out: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"peaks": out}
+
+
+def _dedup(pts: NDArray[np.float64], radius_l0: float) -> NDArray[np.float64]:
+    pts = np.asarray(pts, dtype=np.float64)
+    if pts.shape[1] < 3:
+        pts = np.column_stack([pts, np.ones(len(pts))])
+    return pts[nms_points(pts[:, :2], pts[:, 2].astype(np.float32), radius_l0)]
+
+
+def _per_mm2(n: int, area: float | None) -> float | None:
+    return round(n / area, 2) if area else None
+
+
+@register_analysis
+class TamAnalysis:
+    """Macrophage density (and fraction on H&E) over tumour, with a density map."""
+
+    name = "tam"
+    requires: tuple[str, ...] = ("pattern",)
+    after: tuple[str, ...] = ("necrosis", "mitosis")
+
+    def run(self, ctx: AnalysisContext) -> AnalysisOutput:
+        """Pick the route from settings and stain, detect cells, report densities."""
+        s = ctx.settings.tam
+        low, _ = read_downsampled(ctx.slide, _EVIDENCE_MPP)
+        ev = _evidence(low, s.dab_od_threshold)
+        route, warning = choose_route(s, ev)
+        report: dict[str, Any] = {
+            "route_setting": s.route,
+            "route": route,
+            "stain": (s.stain if route == "ihc" else "he") if route else None,
+            "stain_evidence": {
+                "dab_fraction": round(ev.dab_fraction, 4),
+                "eosin_fraction": round(ev.eosin_fraction, 4),
+                "second_stain": ev.counterpart,
+                "second_stain_vector": [round(v, 3) for v in ev.counterpart_vector]
+                if ev.counterpart_vector
+                else None,
+                "blue_green_ratio": round(ev.blue_green_ratio, 3)
+                if ev.blue_green_ratio is not None
+                else None,
+                "mpp": _EVIDENCE_MPP,
+            },
+            "warnings": [warning] if warning else [],
+        }
+        if route is None:
+            return AnalysisOutput(self.name, report=report)
+        pattern = ctx.results["pattern"]
+        region = tumour_region(pattern.data["tumour_prob"])
+        viable = pattern.data.get("viable_tumour_mm2")
+        viable = float(viable) if viable else None
+        mpp = ctx.slide.mpp
+        radius = s.peak_min_distance_um / mpp
+        if route == "he":
+            info, (mac, cells), prov, stats = _run_he(ctx, s)
+            mac = _dedup(mac, radius)
+            cells = _dedup(cells, radius)
+            mac = mac[region.contains(mac[:, :2])]
+            n_cells = int(region.contains(cells[:, :2]).sum())
+            report |= info | {
+                "macrophages": len(mac),
+                "nucleated_cells": n_cells,
+                "density_per_mm2": _per_mm2(len(mac), viable),
+                "tam_fraction": round(len(mac) / max(n_cells, len(mac)), 4) if len(mac) else 0.0,
+                "area_basis": "viable tumour (pattern analysis)",
+            }
+        else:
+            info, (pos,), prov, stats = _run_ihc(ctx, s, low)
+            mac = _dedup(pos, radius)
+            in_t = mac[region.contains(mac[:, :2])]
+            tissue = info["tissue_analysed_mm2"]
+            report |= info | {
+                "positive_cells": len(mac),
+                "positive_cells_in_tumour": len(in_t),
+                "positive_cells_per_mm2_tissue": _per_mm2(len(mac), tissue),
+                "positive_cells_per_mm2_tumour": _per_mm2(len(in_t), viable),
+                "density_per_mm2": _per_mm2(len(in_t), viable)
+                if viable
+                else _per_mm2(len(mac), tissue),
+                "tam_fraction": None,
+                "area_basis": "viable tumour (pattern analysis)" if viable else "tissue analysed",
+                "note": "tumour regions come from the pattern model, trained on H&E; on IHC "
+                "slides check them, or use positive_cells_per_mm2_tissue",
+            }
+        report["viable_tumour_mm2"] = viable
+        report["density_grid_um"] = s.density_grid_um
+        dmap = density_map(mac[:, :2], ctx.slide.dimensions, mpp, s.density_grid_um, "tam_density")
+        return AnalysisOutput(
+            self.name,
+            report=report,
+            maps=[dmap],
+            points=[PointSet("Macrophage", mac[:, :2].copy(), mac[:, 2].astype(np.float32))],
+            models=[prov],
+            qc=ctx.engine_qc(stats),
+            data={
+                "density_per_mm2": report["density_per_mm2"],
+                "tam_fraction": report["tam_fraction"],
+            },
+        )

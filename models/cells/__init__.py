@@ -1,0 +1,1 @@
+"""Cell-level building blocks: stain deconvolution, candidate finding, point matching, networks."""

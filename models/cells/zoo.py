@@ -1,0 +1,61 @@
+"""Registry entries of the cell models: the mitosis detector and the H&E macrophage detector.
+
+The sha256 constants are written by the training scripts (``scripts/train_mitosis.py``,
+``scripts/train_macrophage.py``) together with the weights and the model card.
+"""
+
+from __future__ import annotations
+
+from models.cells.heat_net import MacrophageDetector
+from models.cells.mitosis_net import CROP_PX, MEAN, STD, MitosisTileDetector
+from models.registry import ModelSpec, register_model
+from wsi.synthetic.classes import MITOSIS_CLASSES
+
+MITOSIS_V1_SHA256 = "fdf81bea468878cffaf3e1e57dc3cc1027d0975fe59ca925b474150f22128b90"
+TAM_V1_SHA256 = "beff401574027966054a158a8e462490e52b385961478760e921b7b3faa35be1"
+
+#: Output channels of the H&E cell heat-map network.
+TAM_CLASSES: tuple[str, str] = ("macrophage", "nucleated_cell")
+
+
+@register_model("atc-mitosis-v1")
+def atc_mitosis_v1() -> ModelSpec:
+    """Haematoxylin-peak candidates + a 64 px crop classifier at 0.25 µm/px (see model card)."""
+    return ModelSpec(
+        name="atc-mitosis-v1",
+        arch=MitosisTileDetector,
+        arch_name=(
+            "MitosisTileDetector(H-OD peaks + MitosisNet 16-32-48-64, stride-2 stem, 64 px crops)"
+        ),
+        task="detect",
+        input_mpp=0.25,
+        tile_px=512,
+        classes=MITOSIS_CLASSES,
+        mean=MEAN,
+        std=STD,
+        weights_file="atc-mitosis-v1.pt",
+        sha256=MITOSIS_V1_SHA256,
+        version="1.0.0",
+        overlap_px=64,
+        extra={"crop_px": float(CROP_PX)},
+    )
+
+
+@register_model("atc-tam-v1")
+def atc_tam_v1() -> ModelSpec:
+    """Cell-centre heat maps (macrophage, any nucleated cell) at 0.5 µm/px (see model card)."""
+    return ModelSpec(
+        name="atc-tam-v1",
+        arch=MacrophageDetector,
+        arch_name="CellHeatNet U-Net(16-24-48-64), 2 sigmoid heat maps at half resolution",
+        task="detect",
+        input_mpp=0.5,
+        tile_px=256,
+        classes=TAM_CLASSES,
+        mean=MEAN,
+        std=STD,
+        weights_file="atc-tam-v1.pt",
+        sha256=TAM_V1_SHA256,
+        version="1.0.0",
+        overlap_px=32,
+    )

@@ -1,0 +1,104 @@
+"""The only place that chooses the device, the autocast precision and the memory format.
+
+``resolve_device`` never initialises CUDA unless CUDA is chosen, and asks NVML (not the driver)
+whether a GPU exists, so a parent process that forks afterwards (Celery prefork, DataLoader
+workers) stays fork-safe. Call it in the process that runs the model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+DevicePref = Literal["auto", "cpu", "cuda"]
+PrecisionPref = Literal["auto", "bf16", "fp16", "fp32"]
+
+_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """Where and how a model runs.
+
+    Attributes:
+        device: ``torch.device("cpu")`` or ``torch.device("cuda[:k]")``.
+        amp_dtype: autocast dtype, or ``None`` for plain fp32.
+        channels_last: use the NHWC memory format (faster convolutions on CUDA and oneDNN).
+    """
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+
+    @property
+    def is_cuda(self) -> bool:
+        """Whether the device is a CUDA GPU."""
+        return self.device.type == "cuda"
+
+    @property
+    def precision(self) -> str:
+        """Precision name as written in reports: ``fp32``, ``bf16`` or ``fp16``."""
+        if self.amp_dtype is None:
+            return "fp32"
+        return "bf16" if self.amp_dtype == torch.bfloat16 else "fp16"
+
+    def describe(self) -> str:
+        """One line naming the device (with the GPU model) and precision."""
+        if self.is_cuda:
+            name = torch.cuda.get_device_name(self.device)
+            return f"{self.device} ({name}), {self.precision}"
+        return f"cpu ({torch.get_num_threads()} threads), {self.precision}"
+
+
+def cuda_available() -> bool:
+    """Return whether a CUDA GPU exists, without initialising CUDA in this process."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        return True
+    return bool(torch.cuda.is_available())
+
+
+def resolve_device(pref: str = "auto", precision: str = "auto") -> DeviceChoice:
+    """Choose the device and autocast precision.
+
+    Args:
+        pref: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``; the environment
+            variable ``ATC_DEVICE`` overrides ``auto``.
+        precision: ``auto`` (bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU),
+            ``bf16``, ``fp16`` or ``fp32``.
+
+    Raises:
+        ValueError: an unknown preference, ``cuda`` asked for with no GPU, or fp16 on CPU.
+    """
+    if pref == "auto":
+        pref = os.environ.get("ATC_DEVICE", "auto") or "auto"
+    if pref not in ("auto", "cpu", "cuda") and not pref.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {pref!r}")
+    if precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {precision!r}")
+    has_cuda = cuda_available() if pref != "cpu" else False
+    if pref.startswith("cuda") and not has_cuda:
+        raise ValueError(f"device {pref!r} asked for but no CUDA GPU is visible; use --device cpu")
+    use_cuda = pref.startswith("cuda") or (pref == "auto" and has_cuda)
+    device = torch.device(pref if pref.startswith("cuda:") else "cuda") if use_cuda else None
+    if device is None:
+        if precision == "fp16":
+            raise ValueError("fp16 autocast is GPU-only; use bf16 or fp32 on CPU")
+        amp = _DTYPES.get(precision)  # auto → fp32 on CPU: the accuracy figures are fp32
+        return DeviceChoice(torch.device("cpu"), amp, channels_last=True)
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return DeviceChoice(device, _DTYPES.get(precision), channels_last=True)
+
+
+def cpu_supports_bf16() -> bool:
+    """Return whether this CPU has native bf16 (AVX512-BF16 or AMX); elsewhere bf16 is slow."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -1,0 +1,112 @@
+"""Typed settings of the whole analysis pipeline (slide side + model side).
+
+Defaults live in ``configs/default.yaml``; ``workers.settings.load_settings`` is the one loader
+(YAML + ``ATC_*`` environment). Each section is frozen and rejects unknown keys, so a misspelt
+option is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models.analyses.settings_cells import GradingSettings, MitosisSettings, TamSettings
+from wsi.settings import SlideSettings, TilingSettings, TissueSettings
+
+ANALYSIS_NAMES: tuple[str, ...] = ("pattern", "necrosis", "mitosis", "tam", "grading")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+
+class EngineSettings(_Frozen):
+    """How inference runs: device, precision, batching, loaders, checkpoints."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = CUDA when available, else CPU (ATC_DEVICE overrides auto)"
+    )
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="autocast dtype; auto = bf16/fp16 on GPU, fp32 on CPU"
+    )
+    batch_size: int = Field(32, ge=1, le=4096, description="tiles per forward pass")
+    num_workers: int = Field(
+        -1, ge=-1, le=64, description="tile-loading processes; -1 = auto (cores − 1, at most 8)"
+    )
+    prefetch_factor: int = Field(4, ge=1, description="batches each loader keeps ready")
+    compile: bool = Field(False, description="torch.compile the models (slow first batch)")
+    chunk_tiles: int = Field(
+        2000, ge=1, description="tiles per checkpointed chunk when a work folder is given"
+    )
+    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = leave torch's default")
+
+    def resolved_workers(self) -> int:
+        """Number of DataLoader worker processes to start."""
+        if self.num_workers >= 0:
+            return self.num_workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        return max(0, min(8, cores - 1))
+
+
+class PatternSettings(_Frozen):
+    """ATC growth-pattern tile classification."""
+
+    model: str = Field("atc-pattern-v1", description="registered tile-classifier name")
+    min_tissue: float = Field(0.25, ge=0, le=1, description="tissue fraction a tile needs")
+    mixed_threshold: float = Field(
+        0.10, ge=0, le=1, description="a secondary pattern above this share of tumour is 'mixed'"
+    )
+    blur_focus: float = Field(
+        20.0, ge=0, description="tiles with a grey Laplacian variance below this count as blurred"
+    )
+
+
+class NecrosisSettings(_Frozen):
+    """Necrosis segmentation."""
+
+    model: str = Field("atc-necrosis-v1", description="registered segmentation model name")
+    min_tissue: float = Field(0.02, ge=0, le=1, description="tissue fraction a tile needs")
+    threshold: float = Field(
+        0.7, gt=0, lt=1, description="necrosis probability cut-off (chosen on training slides)"
+    )
+    map_downsample: int = Field(
+        2, ge=1, le=16, description="stored necrosis map pixel = this many model pixels"
+    )
+    min_polygon_um2: float = Field(
+        2000.0, ge=0, description="necrosis polygons smaller than this (µm²) are dropped"
+    )
+    simplify_um: float = Field(4.0, ge=0, description="polygon simplification tolerance (µm)")
+
+
+class PipelineSettings(_Frozen):
+    """Everything ``models.analysis.analyze_slide`` needs."""
+
+    slide: SlideSettings = SlideSettings()
+    tissue: TissueSettings = TissueSettings()
+    tiling: TilingSettings = TilingSettings()
+    engine: EngineSettings = EngineSettings()
+    analyses: tuple[str, ...] = Field(
+        ANALYSIS_NAMES, description="analyses to run (their prerequisites are added)"
+    )
+    pattern: PatternSettings = PatternSettings()
+    necrosis: NecrosisSettings = NecrosisSettings()
+    mitosis: MitosisSettings = MitosisSettings()
+    tam: TamSettings = TamSettings()
+    grading: GradingSettings = GradingSettings()
+
+    @field_validator("analyses")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError(f"analyses must name at least one of {', '.join(ANALYSIS_NAMES)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"analyses lists a name twice: {list(v)}")
+        return v
+
+    def config_hash(self) -> str:
+        """sha256 (first 16 hex) of the settings as canonical JSON: part of the idempotency key."""
+        text = self.model_dump_json(exclude={"engine"})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]

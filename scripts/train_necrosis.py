@@ -1,0 +1,194 @@
+"""Train the necrosis segmenter (``atc-necrosis-v1``) on synthetic patches with label maps.
+
+Writes ``models/weights/atc-necrosis-v1.pt``, its model card, and pins the new sha256 in
+``models/zoo/necrosis.py``. Fixed seeds; patches are cached so a rerun skips generation.
+
+    nice -n 10 .venv/bin/python scripts/train_necrosis.py --steps 1200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.registry import file_sha256, get_spec
+from models.training import (
+    StainAugment,
+    TrainLog,
+    publish_weights,
+    seed_everything,
+    set_sha256_constant,
+    train_steps,
+    write_model_card,
+)
+from models.training.data import batch_stream, generate_patches, predict
+from models.training.metrics import dice
+from models.training.slide_tiles import concat, slide_patch_set
+from wsi.synthetic.classes import pattern_index
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN_SEED = 2000
+VAL_SEED = 9500
+NECROSIS = pattern_index("necrosis")
+
+
+def necrosis_target(masks: np.ndarray) -> np.ndarray:
+    """Binary target: 1 where the label map says necrosis."""
+    return (masks == NECROSIS).astype(np.int64)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy plus soft Dice on the necrosis channel."""
+    ce = F.cross_entropy(logits, target)
+    p = torch.softmax(logits, dim=1)[:, 1]
+    t = target.float()
+    inter = (p * t).sum()
+    soft_dice = 1 - (2 * inter + 1) / (p.sum() + t.sum() + 1)
+    return ce + soft_dice
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n-train", type=int, default=3000)
+    ap.add_argument("--n-val", type=int, default=300)
+    ap.add_argument("--size", type=int, default=192, help="patch edge at 2 µm/px")
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--crop", type=int, default=None, help="train on random crops of this size")
+    ap.add_argument("--kind", default="necrosis", help="sample_patches kind with label maps")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--time-budget-s", type=float, default=1500.0)
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/atc-train"))
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument("--init", type=Path, default=None, help="continue from these weights")
+    ap.add_argument(
+        "--slides",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="generated training-slide folders whose pyramid tiles join the patches",
+    )
+    ap.add_argument("--slide-repeat", type=int, default=3, help="oversampling of slide tiles")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    spec = get_spec("atc-necrosis-v1")
+    gen = seed_everything(args.seed)
+    log = TrainLog(args.cache / "train_necrosis.log.jsonl")
+    t0 = time.perf_counter()
+    kw = dict(cache_dir=args.cache, workers=args.workers)
+    train = generate_patches(args.kind, args.n_train, args.size, spec.input_mpp, TRAIN_SEED, **kw)  # type: ignore[arg-type]
+    val = generate_patches(args.kind, args.n_val, args.size, spec.input_mpp, VAL_SEED, **kw)  # type: ignore[arg-type]
+    if args.slides:
+        tiles = [
+            slide_patch_set(f, mpp=spec.input_mpp, size=args.size, stride=args.size // 2)
+            for f in args.slides
+        ]
+        train = concat(train, concat(*tiles), repeat_last=args.slide_repeat)
+    t_data = time.perf_counter() - t0
+    assert train.masks is not None and val.masks is not None, "necrosis training needs masks"
+    frac = float((train.masks == NECROSIS).mean())
+    log(
+        event="data",
+        train=len(train),
+        val=len(val),
+        necrosis_pixel_fraction=round(frac, 3),
+        seconds=round(t_data, 1),
+    )
+
+    model = spec.arch()
+    init: dict[str, object] = {}
+    if args.init is not None:
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
+        card_path = args.init.with_suffix(".json")
+        prev = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        init = {
+            "from": str(args.init),
+            "sha256": file_sha256(args.init),
+            "previous_command": prev.get("training_command"),
+            "previous_training": prev.get("training"),
+        }
+    model = model.to(memory_format=torch.channels_last)
+    aug = StainAugment()
+    batches = batch_stream(
+        train,
+        args.batch_size,
+        gen,
+        mean=spec.mean,
+        std=spec.std,
+        aug=aug,
+        crop=args.crop,
+        target="mask",
+        mask_fn=necrosis_target,
+    )
+    truth = val.masks == NECROSIS
+
+    def on_eval(step: int) -> dict[str, float]:
+        pred = predict(model, val.images, spec.mean, spec.std, batch_size=16)[:, 1] >= 0.5
+        d = dice(pred, truth)
+        err = abs(float(pred.sum()) - float(truth.sum())) / max(float(truth.sum()), 1.0)
+        log(step=step, val_dice=round(d, 4), val_area_error=round(err, 4))
+        return {"val_dice": d, "val_area_error": err}
+
+    result = train_steps(
+        model,
+        batches,
+        dice_loss,
+        steps=args.steps,
+        lr=args.lr,
+        log=log,
+        time_budget_s=args.time_budget_s,
+        on_eval=on_eval,
+        eval_every=400,
+    )
+    out = args.out or spec.weights_path
+    sha = publish_weights(model, out)
+    metrics = {
+        "val_patches_dice": round(float(result["val_dice"]), 4),
+        "val_patches_area_error": round(float(result["val_area_error"]), 4),
+        "note": "slide-level figures: docs/model-quality.md (scripts/evaluate.py)",
+    }
+    write_model_card(
+        spec,
+        sha,
+        command="nice -n 10 .venv/bin/python scripts/train_necrosis.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        seeds={
+            "torch": args.seed,
+            "train_sampler_first": TRAIN_SEED,
+            "val_sampler_first": VAL_SEED,
+        },
+        training={
+            **result,
+            "data_seconds": round(t_data, 1),
+            "patches": len(train),
+            "patch_px": args.size,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "augmentation": vars(aug),
+            "threads": args.threads,
+            "total_seconds": round(time.perf_counter() - t0, 1),
+            "continued_from": init or None,
+        },
+        metrics=metrics,
+        path=out.with_suffix(".json"),
+    )
+    if not args.no_pin and args.out is None:
+        set_sha256_constant(ROOT / "models" / "zoo" / "necrosis.py", "NECROSIS_V1_SHA256", sha)
+    log(event="done", sha256=sha, **metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""Pure parts of the pattern and necrosis analyses and the analysis plan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.analyses import plan_analyses
+from models.analyses.necrosis import mask_to_polygons, stitch
+from models.analyses.pattern import summarise_patterns
+from models.errors import UnknownModelError
+from wsi import build_tile_grid
+from wsi.synthetic.classes import PATTERN_CLASSES
+
+
+def test_prerequisites_are_added_and_ordered() -> None:
+    assert [a.name for a in plan_analyses(["necrosis"])] == ["pattern", "necrosis"]
+    with pytest.raises(UnknownModelError, match="pattern"):
+        plan_analyses(["patterns"])
+
+
+def test_stitching_takes_every_pixel_from_its_owning_tile() -> None:
+    # 1 µm/px slide, 2 µm/px tiles of 64 px with 16 px overlap; map downsample 2
+    grid = build_tile_grid(
+        l0_dimensions=(500, 400),
+        mpp=1.0,
+        level_downsamples=(1.0,),
+        target_mpp=2.0,
+        tile_px=64,
+        overlap_px=16,
+    )
+    ds, s = 2, 32
+    stride_l0 = grid.l0_stride / grid.stride_px * ds  # level-0 px per map px
+
+    def truth(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return ((np.sin(r / 7.0) + np.cos(c / 5.0)) * 60 + 128).astype(np.uint8)
+
+    tiles = np.zeros((len(grid), s, s), np.uint8)
+    r, c = np.mgrid[0:s, 0:s]
+    for k, (x, y) in enumerate(grid.l0_xy.tolist()):
+        tiles[k] = truth(r + y / stride_l0, c + x / stride_l0)
+        m = (grid.overlap_px // 2) // ds  # corrupt each tile's margin: it must never be used
+        tiles[k, :m], tiles[k, -m:], tiles[k, :, :m], tiles[k, :, -m:] = 0, 0, 0, 0
+        if grid.grid_ij[k, 0] == 0:
+            tiles[k, :m] = truth(r[:m] + y / stride_l0, c[:m] + x / stride_l0)
+        if grid.grid_ij[k, 1] == 0:
+            tiles[k, :, :m] = truth(r[:, :m] + y / stride_l0, c[:, :m] + x / stride_l0)
+    out = stitch(grid, tiles, ds)
+    rr, cc = np.mgrid[0 : out.shape[0], 0 : out.shape[1]]
+    inner = out[: out.shape[0] - m, : out.shape[1] - m]
+    assert np.array_equal(inner, truth(rr, cc)[: inner.shape[0], : inner.shape[1]])
+
+
+def test_polygons_keep_holes_and_area() -> None:
+    yy, xx = np.mgrid[0:200, 0:200]
+    d = np.hypot(yy - 100, xx - 100)
+    mask = (d < 80) & (d > 30)
+    mask[5:15, 5:15] = True  # a second, small region
+    polys = mask_to_polygons(mask, l0_per_px=4.0, min_area_l0=0.0, simplify_l0=0.0)
+    assert len(polys) == 2
+    big = max(polys, key=lambda p: p.area)
+    assert len(big.interiors) == 1 and big.is_valid
+    assert big.area == pytest.approx((mask.sum() - 100) * 16, rel=0.02)
+    assert len(mask_to_polygons(mask, 4.0, min_area_l0=200 * 16, simplify_l0=0.0)) == 1
+
+
+def test_pattern_summary_predominant_and_mixed() -> None:
+    idx = {c: i for i, c in enumerate(PATTERN_CLASSES)}
+    labels = ["spindle"] * 8 + ["pleomorphic"] * 3 + ["squamoid"] * 1 + ["non_tumour"] * 3
+    probs = np.full((len(labels) + 1, 6), 0.02, np.float32)
+    for k, c in enumerate(labels):
+        probs[k, idx[c]] = 0.9
+    probs[-1] = np.nan  # unreadable tile
+    tissue = np.full(len(probs), 0.05)
+    rep = summarise_patterns(probs, tissue, PATTERN_CLASSES, 0.10)
+    assert rep["predominant"] == "spindle" and rep["mixed"]
+    assert rep["secondary_patterns"] == ["pleomorphic"]  # squamoid: 1/12 = 8% < 10%
+    assert rep["viable_tumour_mm2"] == pytest.approx(0.60)
+    assert rep["per_class"]["spindle"]["percent_of_tumour"] == pytest.approx(66.67, abs=0.01)

@@ -1,0 +1,88 @@
+"""``analyze_slide`` with the shipped weights on a generated slide, against its ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.analysis import AnalysisResult, analyze_slide
+from models.errors import AnalysisCancelled
+from models.settings import EngineSettings, PipelineSettings
+from models.training.heldout import heldout_slide, read_labels, score_slide
+
+CACHE = Path(__file__).resolve().parents[2] / ".cache" / "test-slides"
+SEED = 50_500  # a held-out seed (training uses the patch sampler with seeds < 10,000)
+SIZE = (6144, 6144)
+
+
+@pytest.fixture(scope="module")
+def slide() -> Path:
+    return heldout_slide(SEED, SIZE, CACHE) / "slide.tiff"
+
+
+@pytest.fixture(scope="module")
+def result(slide: Path) -> AnalysisResult:
+    settings = PipelineSettings(
+        analyses=("necrosis",), engine=EngineSettings(device="cpu", num_workers=1)
+    )
+    return analyze_slide(slide, settings)
+
+
+def test_report_sections(result: AnalysisResult) -> None:
+    rep = result.report
+    assert {"slide", "tissue", "pattern", "necrosis", "qc", "provenance"} <= set(rep)
+    assert rep["provenance"]["analyses"] == ["pattern", "necrosis"]
+    assert rep["qc"]["unreadable_tiles"] == 0
+    pat = rep["pattern"]
+    shares = [v["percent_of_tumour"] for v in pat["per_class"].values()]
+    assert sum(shares) == pytest.approx(100.0, abs=0.1)
+    assert pat["predominant"] == max(
+        pat["per_class"], key=lambda c: pat["per_class"][c]["area_mm2"]
+    )
+    nec = rep["necrosis"]
+    assert nec["tumour_bed_mm2"] == pytest.approx(
+        nec["viable_tumour_mm2"] + nec["area_mm2"], abs=1e-3
+    )
+    assert result.outputs.polygons[0].name == "Necrosis"
+
+
+def test_results_agree_with_truth(result: AnalysisResult, slide: Path) -> None:
+    labels, l0_per_label = read_labels(slide.parent)
+    s = score_slide(result, labels, l0_per_label, result.outputs.mpp)
+    # Regression floors of the shipped weights on this slide (measured 0.826 / 0.774 / 18%).
+    # The issue's targets (macro-F1 0.90, Dice 0.85, area error 10%) are NOT yet met by v1:
+    # see docs/model-quality.md. Raise these floors when better weights ship.
+    assert s["pattern_macro_f1"] >= 0.80, s
+    assert s["necrosis_dice"] >= 0.75, s
+    assert s["necrosis_area_error"] is not None and s["necrosis_area_error"] <= 0.25, s
+
+
+def test_polygons_match_the_necrosis_area(result: AnalysisResult) -> None:
+    from shapely.geometry import Polygon
+
+    mpp = result.outputs.mpp
+    rings = result.outputs.polygons[0].polygons
+    area_mm2 = sum(Polygon(p[0], p[1:]).area for p in rings) * mpp**2 / 1e6
+    assert area_mm2 == pytest.approx(result.report["necrosis"]["area_mm2"], rel=0.1, abs=0.002)
+
+
+def test_cancel_before_work(slide: Path) -> None:
+    with pytest.raises(AnalysisCancelled):
+        analyze_slide(slide, PipelineSettings(analyses=("pattern",)), cancel=lambda: True)
+
+
+def test_resume_reuses_checkpoints(slide: Path, tmp_path: Path, result: AnalysisResult) -> None:
+    settings = PipelineSettings(
+        analyses=("pattern",),
+        engine=EngineSettings(device="cpu", num_workers=0, chunk_tiles=16),
+    )
+    first = analyze_slide(slide, settings, work_dir=tmp_path)
+    n_log = len((tmp_path / "chunks.log").read_text().splitlines())
+    second = analyze_slide(slide, settings, work_dir=tmp_path)
+    assert len((tmp_path / "chunks.log").read_text().splitlines()) == n_log  # nothing recomputed
+    assert second.report["qc"]["analyses"]["pattern"]["chunks_resumed"] == n_log
+    a, b = first.analyses["pattern"].data["probs"], second.analyses["pattern"].data["probs"]
+    assert np.array_equal(a, b)
+    assert np.allclose(a, result.analyses["pattern"].data["probs"], atol=1e-4)

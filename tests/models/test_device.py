@@ -1,0 +1,65 @@
+"""Device and precision choice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.device import resolve_device
+
+
+def test_cpu_defaults_to_fp32_channels_last() -> None:
+    d = resolve_device("cpu", "auto")
+    assert d.device.type == "cpu" and d.amp_dtype is None and d.precision == "fp32"
+    assert d.channels_last
+
+
+def test_bf16_can_be_asked_for_on_cpu() -> None:
+    assert resolve_device("cpu", "bf16").amp_dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "match"),
+    [
+        ("tpu", "auto", "device must be"),
+        ("cpu", "fp8", "precision must be"),
+        ("cpu", "fp16", "GPU-only"),
+    ],
+)
+def test_bad_choices_are_rejected(device: str, precision: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        resolve_device(device, precision)
+
+
+def test_environment_overrides_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATC_DEVICE", "cpu")
+    assert resolve_device("auto").device.type == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_a_gpu_says_what_to_do() -> None:
+    with pytest.raises(ValueError, match="--device cpu"):
+        resolve_device("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_autocast_matches_cpu() -> None:
+    from models.engine import Engine
+    from models.registry import create_model, get_spec
+    from models.settings import EngineSettings
+
+    spec = get_spec("atc-pattern-v1")
+    model = create_model(spec.name)
+    images = torch.randint(0, 256, (8, spec.tile_px, spec.tile_px, 3), dtype=torch.uint8)
+    cpu = Engine(resolve_device("cpu"), EngineSettings()).forward(model, spec, images, _head)
+    gpu_dev = resolve_device("cuda")
+    assert gpu_dev.amp_dtype in (torch.bfloat16, torch.float16)
+    gpu_model = create_model(spec.name)
+    eng = Engine(gpu_dev, EngineSettings())
+    gpu = eng.forward(eng.prepare(gpu_model), spec, images, _head)
+    assert abs(cpu["probs"] - gpu["probs"]).max() < 0.05
+
+
+def _head(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"probs": torch.softmax(logits.float(), 1)}

@@ -1,0 +1,94 @@
+"""Mitosis building blocks: crop geometry, point accumulator, clustering, summary arithmetic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.accumulate import BatchMeta
+from models.analyses.hotspot import RegionMask
+from models.analyses.mitosis import decode_tile, finalise_detections, summarise_mitoses
+from models.analyses.settings_cells import MitosisSettings
+from models.cells.mitosis_net import MEAN, STD, MitosisTileDetector
+from models.cells.points import PointAccumulator
+
+
+def _norm(img: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def test_candidates_find_dark_blob_and_crops_are_centred() -> None:
+    img = np.full((128, 128, 3), 235, dtype=np.uint8)
+    yy, xx = np.mgrid[:128, :128]
+    blob = (yy - 40) ** 2 + (xx - 90) ** 2 <= 36
+    img[blob] = (40, 30, 90)  # dark haematoxylin-like chromatin
+    det = MitosisTileDetector().eval()
+    x = _norm(img)
+    rc, val = det.candidates(x)
+    assert int(val[0, 0]) != -1 and tuple(rc[0, 0].tolist()) == (40, 90)
+    assert (val[0, 1:] < 0).all()  # nothing else on a blank tile
+    crops = det.crops(x, rc[:, :1])
+    c = crops[0, :, 32, 32]
+    assert torch.allclose(c, x[0, :, 40, 90])
+    # a candidate near the border pads with white, not with wrapped pixels
+    edge = det.crops(x, torch.tensor([[[0, 0]]]))
+    assert torch.allclose(edge[0, :, 0, 0], (1.0 - torch.tensor(MEAN)) / torch.tensor(STD))
+    out = det(x)
+    assert out.shape == (1, det.max_candidates, 6)
+    assert torch.allclose(out[0, 1:, 3], torch.ones(det.max_candidates - 1))
+
+
+def test_point_accumulator_margin_level0_and_state_roundtrip() -> None:
+    acc = PointAccumulator("det", decode_tile(0.5), 3, l0_per_px=2.0, tile_px=100, margin_px=10)
+    raw = np.full((2, 4, 6), -1.0, dtype=np.float32)
+    raw[:, :, 3] = 1.0
+    raw[0, 0] = (50, 20, 0.9, 0.1, 0.8, 0.1)  # kept: P(mitosis) 0.9
+    raw[0, 1] = (5, 50, 0.9, 0.1, 0.8, 0.1)  # in the margin: dropped
+    raw[0, 2] = (60, 60, 0.9, 0.7, 0.2, 0.1)  # P(mitosis) 0.3: dropped
+    raw[1, 0] = (30, 30, 0.9, 0.0, 0.1, 0.9)
+    meta = BatchMeta(np.array([3, 7]), np.array([[1000, 2000], [0, 0]]), np.array([True, True]))
+    acc.add({"det": raw}, meta)
+    rows = acc.finalize()
+    assert rows.shape == (2, 5)
+    np.testing.assert_allclose(rows[0, :2], [1000 + 20.5 * 2, 2000 + 50.5 * 2])
+    st = acc.state(np.array([7]))
+    other = PointAccumulator("det", decode_tile(0.5), 3, l0_per_px=2.0, tile_px=100, margin_px=10)
+    other.load_state(np.array([7]), st)
+    np.testing.assert_allclose(other.finalize(), rows[1:2])
+
+
+def test_cluster_merges_split_figure_at_its_centre() -> None:
+    det = np.array(
+        [
+            [100.0, 100.0, 0.9, 0.2, 0.8],
+            [120.0, 100.0, 0.9, 0.2, 0.8],  # second chromosome group, 5 µm away
+            [400.0, 400.0, 0.7, 0.6, 0.1],
+        ]
+    )
+    out = finalise_detections(det, nms_l0=30.0)
+    assert len(out) == 2
+    np.testing.assert_allclose(out[0, :2], [110.0, 100.0])
+
+
+def test_summary_counts_classes_density_and_hpf_area() -> None:
+    rng = np.random.default_rng(3)
+    xy = rng.normal((5000, 5000), 300, size=(12, 2))
+    p_tri = np.r_[np.full(4, 0.9), np.full(8, 0.1)]
+    det = np.column_stack([xy, np.full(12, 0.95), 1 - p_tri, p_tri])
+    region = RegionMask(np.ones((40, 40), dtype=bool), l0_per_px=400.0)
+    s = MitosisSettings(hpf_area_mm2=0.196)
+    rep, points, circles = summarise_mitoses(
+        det, mpp=0.25, region=region, viable_tumour_mm2=4.0, settings=s
+    )
+    assert (rep["count_total"], rep["count_tripolar"], rep["count_typical"]) == (12, 4, 8)
+    assert rep["percent_tripolar"] == pytest.approx(33.33, abs=0.01)
+    assert rep["per_mm2_viable_tumour"] == pytest.approx(3.0)
+    assert rep["mitoses_per_2mm2_hotspot"] == 12 and rep["mitoses_per_10hpf"] == 12
+    assert rep["hpf_area_mm2"] == 0.196
+    assert rep["hpf_circle"]["area_mm2"] == pytest.approx(1.96)
+    assert "0.196" in rep["hpf_note"]
+    assert [p.name for p in points] == ["Mitosis", "Mitosis tripolar"]
+    assert len(points[1].l0_xy) == 4
+    assert circles[0].l0_radius == pytest.approx(3191.5, abs=0.5)
