@@ -6,7 +6,7 @@ Throughput is reported as tissue mm² per second (and tiles/s). Usage::
     .venv/bin/python scripts/bench_pipeline.py --slide out/bench/large/slide.tiff \
         [--analyses pattern,necrosis,mitosis,tam] [--seconds 10] [--json out/bench/pipeline.json]
 
-Without ``--slide`` a synthetic slide of ``--preset`` is generated (cached) under ``out/bench``.
+Without ``--slide`` a synthetic slide of ``--size`` is generated (cached) under ``out/bench``.
 """
 
 from __future__ import annotations
@@ -32,13 +32,18 @@ from workers.settings import Settings, load_settings
 from wsi import TileGrid, compute_tissue_mask, open_slide
 
 
-def ensure_slide(preset: str, seed: int) -> Path:
-    """A cached synthetic slide of ``preset`` under out/bench."""
+def ensure_slide(size: str, seed: int) -> Path:
+    """A cached synthetic slide under out/bench: a preset name or WIDTHxHEIGHT in level-0 px."""
     from wsi.synthetic import SynthSpec, generate_slide
 
-    folder = Path("out/bench") / f"{preset}-{seed}"
+    folder = Path("out/bench") / f"{size}-{seed}"
     if not (folder / "slide.tiff").exists():
-        generate_slide(SynthSpec.from_preset(preset, seed=seed), folder)
+        if "x" in size:
+            w, h = (int(v) for v in size.split("x"))
+            spec = SynthSpec(seed=seed, width=w, height=h)
+        else:
+            spec = SynthSpec.from_preset(size, seed=seed)
+        generate_slide(spec, folder)
     return folder / "slide.tiff"
 
 
@@ -113,14 +118,14 @@ def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slide", type=Path)
-    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--size", default="8192x8192", help="preset name or WIDTHxHEIGHT")
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--analyses", default="pattern,necrosis,mitosis,tam")
     parser.add_argument("--seconds", type=float, default=10.0, help="per limit measurement")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     settings = load_settings()
-    slide = args.slide or ensure_slide(args.preset, args.seed)
+    slide = args.slide or ensure_slide(args.size, args.seed)
     names = [a for a in args.analyses.split(",") if a]
     profiles: dict[str, Profile] = {p.name: p for p in default_profiles()}
     workers = max(1, settings.engine.resolved_workers())
