@@ -82,3 +82,20 @@ def write_pyramid(
             )
     tmp.replace(path)
     return path
+
+
+def synthetic_cache() -> Path:
+    """A cache folder for synthetic slides, keyed by the generator's source code.
+
+    Any change to ``wsi/synthetic`` gives a new folder, so a test never scores the current
+    models on a slide drawn by an older generator.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for src in sorted((REPO / "wsi" / "synthetic").glob("*.py")):
+        digest.update(src.name.encode())
+        digest.update(src.read_bytes())
+    folder = CACHE / f"synthetic-{digest.hexdigest()[:12]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -140,7 +140,12 @@ def _mitosis() -> Schema:
         },
         "mitosis pass skipped (e.g. an IHC slide), with the reason in warnings",
     )
-    return {"oneOf": [_mitosis_counts(), skipped]}
+    return {
+        "type": "object",
+        "if": {"properties": {"count_total": {"type": "null"}}, "required": ["count_total"]},
+        "then": skipped,
+        "else": _mitosis_counts(),
+    }
 
 
 def _mitosis_counts() -> Schema:
