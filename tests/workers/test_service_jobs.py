@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,18 @@ def test_postgresql_store_end_to_end(service_factory: Any, pg_url: str, pg_schem
     assert [j.state for j in jobs] == ["succeeded"] * 20 + ["failed"]
     assert all(j.attempts == 1 for j in jobs)
     assert svc.ctx.store.counts()["succeeded"] == 20
+
+
+def test_two_workers_share_a_queue_without_duplicates(service_factory: Any) -> None:
+    """Scale-out: two worker processes split one stream of jobs; no slide runs twice."""
+    service = service_factory(extra_env={"ATC__ANALYSES": "[pattern]"})
+    src = service.fixtures / "small.svs"
+    paths = [service.add_slide(src, f"split/s{i:02d}.svs") for i in range(24)]
+    service.start_worker(concurrency=1, name="left")
+    service.start_worker(concurrency=1, name="right")
+    ids = [submit_slide(service.ctx, p, service.send, force=True).job.id for p in paths]
+    jobs = service.wait_terminal(ids, 120)
+    assert [j.state for j in jobs] == ["succeeded"] * len(ids)
+    assert all(j.attempts == 1 for j in jobs), "a slide was processed twice"
+    by_worker = Counter(j.worker for j in jobs)
+    assert len(by_worker) == 2, f"one worker took every job: {dict(by_worker)}"
