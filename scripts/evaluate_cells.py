@@ -287,7 +287,7 @@ def calibrate(out: Path, n: int, size: int, floor: float = 0.5) -> dict[str, Any
         )
         runs.append((outs["mitosis"].data["detections"], truth))
         print(json.dumps({"event": "validation slide", "seed": cfg["seed"]}), flush=True)
-    sweep = []
+    sweep: list[dict[str, Any]] = []
     for t in np.round(np.arange(floor, 1.0, 0.01), 2):
         ms = [
             mitosis_metrics(d[d[:, 2] >= t], tr.mitoses, tr.mitosis_classes, tr.mpp)
@@ -315,6 +315,53 @@ def calibrate(out: Path, n: int, size: int, floor: float = 0.5) -> dict[str, Any
     }
 
 
+def calibrate_tam(out: Path, n: int, floor: float = 0.2) -> dict[str, Any]:
+    """Sweep ``tam.peak_threshold`` on the validation slides (H&E route, never held-out slides).
+
+    The TAM pass runs once per slide with ``peak_threshold = floor``; a threshold then keeps the
+    macrophage peaks (already inside tumour) whose height reaches it. Per threshold: the mean
+    relative density error and the mean signed bias over the slides.
+    """
+    from models.analyses.settings_cells import TamSettings
+    from models.cells.evaluation import oracle_pattern_output, run_cell_analyses
+    from models.settings import PipelineSettings
+    from wsi.synthetic.truth import load_truth
+
+    settings = PipelineSettings(
+        engine={"num_workers": 0, "device": "cpu"},  # type: ignore[arg-type]
+        tam=TamSettings(route="he", peak_threshold=floor),
+    )
+    runs = []
+    for cfg in VALIDATION[:n]:
+        truth = load_truth(out / f"val-slide-{cfg['seed']}")  # made by calibrate()
+        pattern = oracle_pattern_output(truth.label_map, truth.label_l0_per_px, truth.mpp)
+        outs = run_cell_analyses(
+            out / f"val-slide-{cfg['seed']}" / "slide.tiff", settings, pattern, names=("tam",)
+        )
+        rep = outs["tam"].report
+        runs.append(
+            (
+                outs["tam"].points[0].scores,
+                float(rep["viable_tumour_mm2"]),
+                truth_tam(truth)["density_tumour"],
+            )
+        )
+        print(json.dumps({"event": "tam validation slide", "seed": cfg["seed"]}), flush=True)
+    sweep: list[dict[str, Any]] = []
+    for t in np.round(np.arange(floor, 0.9, 0.02), 2):
+        rel = [(float((sc >= t).sum()) / area - dens) / dens for sc, area, dens in runs]
+        sweep.append(
+            {
+                "peak_threshold": float(t),
+                "mean_abs_rel_error": round(float(np.mean(np.abs(rel))), 4),
+                "bias": round(float(np.mean(rel)), 4),
+                "rel_errors": [round(r, 3) for r in rel],
+            }
+        )
+    best = min(sweep, key=lambda r: r["mean_abs_rel_error"])
+    return {"slides": [c["seed"] for c in VALIDATION[:n]], "best": best, "sweep": sweep}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("out/eval-cells"))
@@ -323,11 +370,17 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=8192, help="slide edge in level-0 px")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calibrate", type=int, default=0, help="validation slides for min_score")
+    ap.add_argument("--calibrate-tam", type=int, default=0, help="validation slides for TAM peaks")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.calibrate:
         cal = calibrate(args.out, args.calibrate, args.size)
         atomic_write_json(args.out / "calibration.json", cal)
+        print(json.dumps(cal["best"]))
+        return 0
+    if args.calibrate_tam:
+        cal = calibrate_tam(args.out, args.calibrate_tam)
+        atomic_write_json(args.out / "calibration-tam.json", cal)
         print(json.dumps(cal["best"]))
         return 0
     t0 = time.perf_counter()

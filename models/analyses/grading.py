@@ -173,6 +173,18 @@ def inputs_from_results(results: dict[str, Any], hpf_area_mm2: float) -> Grading
     )
 
 
+def upstream_warnings(results: dict[str, Any]) -> list[str]:
+    """Return the warnings of the analyses the grading numbers come from, prefixed by name.
+
+    A flag built on an implausible or refused count must carry that caveat beside it.
+    """
+    out = []
+    for name in ("pattern", "necrosis", "mitosis", "tam"):
+        rep = getattr(results.get(name), "report", None) or {}
+        out += [f"{name}: {w}" for w in rep.get("warnings") or []]
+    return out
+
+
 @register_analysis
 class GradingAnalysis:
     """Grading numbers and WHO 2022 / Turin flags from the other analyses (no model)."""
@@ -184,4 +196,6 @@ class GradingAnalysis:
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
         """Compare the measured numbers with the configured thresholds."""
         x = inputs_from_results(dict(ctx.results), ctx.settings.mitosis.hpf_area_mm2)
-        return AnalysisOutput(self.name, report=grading_report(x, ctx.settings.grading))
+        report = grading_report(x, ctx.settings.grading)
+        report["caveats"] = upstream_warnings(dict(ctx.results))
+        return AnalysisOutput(self.name, report=report)

@@ -135,7 +135,15 @@ def summarise_mitoses(
             f"{settings.hpf_area_mm2} mm² = {hpf_area:.3f} mm² (HPF area from configuration)"
         ),
         "min_score": settings.min_score,
+        "warnings": [],
     }
+    dens = report["per_mm2_viable_tumour"]
+    if dens is not None and dens > settings.implausible_per_mm2:
+        report["warnings"].append(
+            f"{dens:.0f} mitoses per mm² of viable tumour is implausibly high (more than "
+            f"{settings.implausible_per_mm2:g}, mitosis.implausible_per_mm2); false positives are "
+            "likely (the detector is trained on generated slides): check the detections visually"
+        )
     points = [
         PointSet("Mitosis", xy[~tri].copy(), det[~tri, 2].astype(np.float32)),
         PointSet("Mitosis tripolar", xy[tri].copy(), det[tri, 2].astype(np.float32)),

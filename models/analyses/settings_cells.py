@@ -38,7 +38,7 @@ class MitosisSettings(_Frozen):
         1.5, gt=0, description="Gaussian smoothing of the haematoxylin channel, in µm"
     )
     min_score: float = Field(
-        0.9, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
+        0.96, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
     )
     nms_um: float = Field(7.5, gt=0, description="detections closer than this (µm) are merged")
     hotspot_area_mm2: float = Field(2.0, gt=0, description="area of the hotspot circle (mm²)")
@@ -50,6 +50,12 @@ class MitosisSettings(_Frozen):
     n_hpf: int = Field(10, ge=1, description="number of HPFs in the per-HPF count (10 HPF)")
     hotspot_step_um: float = Field(
         50.0, gt=0, description="grid step of the densest-circle search (µm)"
+    )
+    implausible_per_mm2: float = Field(
+        40.0,
+        gt=0,
+        description="mitoses per mm² of viable tumour above which the report warns that the "
+        "count is implausible (false positives likely: check the slide visually)",
     )
 
 
@@ -69,7 +75,7 @@ class TamSettings(_Frozen):
         0.35, ge=0, le=1, description="tiles below this viable-tumour probability are skipped"
     )
     peak_threshold: float = Field(
-        0.42, gt=0, le=1, description="heat-map peak height that counts as a macrophage (H&E)"
+        0.36, gt=0, le=1, description="heat-map peak height that counts as a macrophage (H&E)"
     )
     nucleus_peak_threshold: float = Field(
         0.2, gt=0, le=1, description="heat-map peak height that counts as a nucleated cell (H&E)"

@@ -11,7 +11,7 @@ from models.cells.mitosis_net import CROP_PX, MEAN, STD, MitosisTileDetector
 from models.registry import ModelSpec, register_model
 from wsi.synthetic.classes import MITOSIS_CLASSES
 
-MITOSIS_V1_SHA256 = "fdf81bea468878cffaf3e1e57dc3cc1027d0975fe59ca925b474150f22128b90"
+MITOSIS_V1_SHA256 = "f5bfed41b0aca34bd76eafd733e17dfefbe550e249ddacbd9d5535f4a71d4612"
 TAM_V1_SHA256 = "beff401574027966054a158a8e462490e52b385961478760e921b7b3faa35be1"
 
 #: Output channels of the H&E cell heat-map network.

@@ -86,3 +86,16 @@ def test_inputs_collected_from_analysis_reports() -> None:
     assert rep["numbers"]["tam_high"] is True
     assert all(f["met"] is True for f in rep["flags"])
     assert inputs_from_results({}, 0.237).mitoses_per_2mm2 is None
+
+
+def test_upstream_warnings_become_grading_caveats() -> None:
+    from models.analyses import AnalysisOutput
+    from models.analyses.grading import upstream_warnings
+
+    results = {
+        "mitosis": AnalysisOutput("mitosis", {"count_total": 9, "warnings": ["implausibly high"]}),
+        "tam": AnalysisOutput("tam", {"warnings": []}),
+        "necrosis": AnalysisOutput("necrosis", {"area_mm2": 0.1}),
+    }
+    assert upstream_warnings(results) == ["mitosis: implausibly high"]
+    assert upstream_warnings({}) == []

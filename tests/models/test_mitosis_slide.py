@@ -66,7 +66,7 @@ def test_mitoses_found_and_counted(he_slide: tuple[Path, SlideTruth]) -> None:
     assert len(truth.mitoses) >= 8  # the slide was generated with a high mitotic density
     pattern = oracle_pattern_output(truth.label_map, truth.label_l0_per_px, truth.mpp)
     # a small hotspot (0.05 mm², radius 126 µm) makes the geometry meaningful on a small slide
-    s = _settings(hotspot_area_mm2=0.05)
+    s = _settings(hotspot_area_mm2=0.05)  # default min_score (chosen on validation slides)
     out = run_cell_analyses(
         folder / "slide.tiff",
         s,

@@ -85,6 +85,11 @@ def test_summary_counts_classes_density_and_hpf_area() -> None:
     assert (rep["count_total"], rep["count_tripolar"], rep["count_typical"]) == (12, 4, 8)
     assert rep["percent_tripolar"] == pytest.approx(33.33, abs=0.01)
     assert rep["per_mm2_viable_tumour"] == pytest.approx(3.0)
+    assert rep["warnings"] == []
+    dense, _, _ = summarise_mitoses(
+        det, mpp=0.25, region=region, viable_tumour_mm2=0.2, settings=s
+    )  # 60 per mm² > 40: warned, numbers still given
+    assert dense["count_total"] == 12 and "implausibly high" in dense["warnings"][0]
     assert rep["mitoses_per_2mm2_hotspot"] == 12 and rep["mitoses_per_10hpf"] == 12
     assert rep["hpf_area_mm2"] == 0.196
     assert rep["hpf_circle"]["area_mm2"] == pytest.approx(1.96)

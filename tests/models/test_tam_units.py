@@ -26,7 +26,7 @@ def _render(conc: dict[str, np.ndarray]) -> np.ndarray:
     od = np.zeros((*shape, 3))
     for k, c in conc.items():
         od += c[..., None] * (vecs[k] / np.linalg.norm(vecs[k]))
-    return np.clip(255 * 10 ** (-od), 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(255 * 10 ** (-od), 0, 255), dtype=np.uint8)
 
 
 def _disk(shape: tuple[int, int], centres: list[tuple[int, int]], r: float) -> np.ndarray:

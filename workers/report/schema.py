@@ -161,8 +161,14 @@ def _mitosis_counts() -> Schema:
             "hpf_area_mm2": _num(0, desc="area of one high-power field used, mm²"),
             "n_hpf": _int(1, "high-power fields in the per-HPF count (10)"),
             "mitoses_per_10hpf": _int(0, "mitoses in the densest circle of n_hpf HPF areas"),
+            "warnings": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "caveats, e.g. an implausibly high count",
+            },
         },
         "mitotic figures",
+        optional=("warnings",),
     )
 
 
@@ -206,8 +212,14 @@ def _grading() -> Schema:
         {
             "flags": {"type": "array", "items": flag},
             "disclaimer": _str("decision support, not a diagnosis", minLength=1),
+            "caveats": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "warnings of the analyses the flags rest on",
+            },
         },
         "grading flags (decision support)",
+        optional=("caveats",),
     )
 
 
