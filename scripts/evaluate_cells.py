@@ -187,23 +187,21 @@ def evaluate_slide(out: Path, cfg: dict[str, Any], size: int) -> dict[str, Any]:
     tt = truth_tam(truth)
     rep = tam.report
     row["tam"] = {"route": rep.get("route"), "warnings": rep.get("warnings")}
-    if rep.get("route") == "he":
+    if rep.get("route") in ("he", "ihc"):
         row["tam"] |= {
             "true_density": round(tt["density_tumour"], 2),
             "pred_density": rep["density_per_mm2"],
             "rel_error": round(
                 relative_error(rep["density_per_mm2"] or 0, tt["density_tumour"]), 4
             ),
+        }
+    if rep.get("route") == "he":
+        row["tam"] |= {
             "true_fraction": round(tt["fraction_tumour"], 4),
             "pred_fraction": rep["tam_fraction"],
         }
     elif rep.get("route") == "ihc":
         row["tam"] |= {
-            "true_density": round(tt["density_tumour"], 2),
-            "pred_density": rep["density_per_mm2"],
-            "rel_error": round(
-                relative_error(rep["density_per_mm2"] or 0, tt["density_tumour"]), 4
-            ),
             "true_density_tissue": round(tt["density_tissue"], 2),
             "pred_density_tissue": rep["positive_cells_per_mm2_tissue"],
             "dab_positive_area_fraction": rep["dab_positive_area_fraction"],
