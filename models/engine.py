@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from models.accumulate import Accumulator, BatchMeta
 from models.device import DeviceChoice
 from models.errors import AnalysisCancelled
+from models.fusion import fold_batchnorm
 from models.registry import ModelSpec
 from models.settings import EngineSettings
 from wsi.io import atomic_write
@@ -106,10 +107,11 @@ class Engine:
         self._prepared: dict[int, nn.Module] = {}
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        """Move ``model`` to the device in eval mode (channels_last, compiled when asked)."""
+        """Move ``model`` to the device in eval mode, BatchNorm folded (``models.fusion``),
+        channels_last where the device wants it, compiled when asked."""
         key = id(model)
         if key not in self._prepared:
-            m = model.eval().to(self.device.device)
+            m = fold_batchnorm(model.eval()).to(self.device.device)
             if self.device.channels_last:
                 m = m.to(memory_format=torch.channels_last)
             if self.settings.compile:

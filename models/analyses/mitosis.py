@@ -176,6 +176,8 @@ class MitosisAnalysis:
                 min_od=ms.candidate_min_od,
                 sigma_um=ms.candidate_sigma_um,
                 max_candidates=ms.max_candidates,
+                stride=ms.candidate_stride,
+                tta_floor=ms.tta_floor,
             )
         grid = TileGrid.for_slide(
             ctx.slide,

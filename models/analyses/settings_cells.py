@@ -37,10 +37,29 @@ class MitosisSettings(_Frozen):
     candidate_sigma_um: float = Field(
         1.5, gt=0, description="Gaussian smoothing of the haematoxylin channel, in µm"
     )
-    min_score: float = Field(
-        0.96, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
+    candidate_stride: int = Field(
+        2,
+        ge=1,
+        le=4,
+        description="candidate search grid in input px (2: haematoxylin averaged over 2 × 2 px, "
+        "0.5 µm at 0.25 µm/px; 1: full resolution, 4× the cost of that stage)",
     )
-    nms_um: float = Field(7.5, gt=0, description="detections closer than this (µm) are merged")
+    tta_floor: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="candidates whose P(mitosis) reaches this are re-scored as the mean over 8 "
+        "flips/rotations of their crop (1: off)",
+    )
+    min_score: float = Field(
+        0.97, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
+    )
+    nms_um: float = Field(
+        12.5,
+        gt=0,
+        description="detections closer than this (µm) are one figure: the chromosome groups of "
+        "one anaphase or tripolar figure lie up to ~12 µm apart, inside one cell",
+    )
     hotspot_area_mm2: float = Field(2.0, gt=0, description="area of the hotspot circle (mm²)")
     hpf_area_mm2: float = Field(
         0.237,

@@ -8,9 +8,9 @@ half the input resolution (``HEAT_STRIDE``); peak coordinates are mapped back to
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from models.cells.mitosis_net import max_filter
 from models.cells.nets import CellHeatNet
 
 #: Input pixels per heat-map pixel.
@@ -47,7 +47,7 @@ class MacrophageDetector(nn.Module):
         """Return (B, 2, K, 3): per channel, K peaks as (row, col, height); height −1 = none."""
         h = self.heat(x)
         r = max(1, round(self.min_distance_px / HEAT_STRIDE))
-        mx = F.max_pool2d(h, 2 * r + 1, stride=1, padding=r)
+        mx = max_filter(h, r)
         thr = torch.tensor(self.thresholds, device=h.device, dtype=h.dtype).view(1, 2, 1, 1)
         score = torch.where((h >= mx) & (h >= thr), h, torch.full_like(h, -1.0))
         b, c, hh, ww = score.shape
