@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 CHILD = """
 import json, resource, sys, time
@@ -25,7 +26,8 @@ s = s.model_copy(update={"analyses": tuple(sys.argv[2].split(","))})
 t0 = time.perf_counter()
 r = analyze_slide(sys.argv[1], s)
 peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-out = {"seconds": time.perf_counter() - t0, "tissue_mm2": r.report["tissue"]["area_mm2"]}
+out = {"seconds": time.perf_counter() - t0, "tissue_mm2": r.report["tissue"]["area_mm2"],
+       "timings": {k: round(v, 1) for k, v in r.timings.items()}}
 print(json.dumps({"peak_rss_mb": peak_mb, **out}))
 """
 
@@ -40,7 +42,7 @@ def ensure_slide(width: int, height: int, seed: int) -> Path:
     return folder / "slide.tiff"
 
 
-def run_one(slide: Path, analyses: str) -> dict[str, float]:
+def run_one(slide: Path, analyses: str) -> dict[str, Any]:
     """Analyse ``slide`` in a child process; return its peak RSS (MB), time and tissue area."""
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(slide), analyses],
@@ -48,7 +50,7 @@ def run_one(slide: Path, analyses: str) -> dict[str, float]:
         text=True,
         check=True,
     )
-    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    stats: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return stats
 
 
@@ -56,17 +58,29 @@ def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000x7500,40000x30000,80000x60000")
+    parser.add_argument(
+        "--slides", default="", help="comma-separated existing slides to measure as well"
+    )
     parser.add_argument("--analyses", default="pattern,necrosis,mitosis,tam")
     parser.add_argument("--seed", type=int, default=99)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows = []
-    for size in args.sizes.split(","):
-        w, h = (int(v) for v in size.lower().split("x"))
+    jobs: list[tuple[str, Path | None]] = [(s, None) for s in args.sizes.split(",") if s]
+    jobs += [(p, Path(p)) for p in args.slides.split(",") if p]
+    for size, path in jobs:
         t0 = time.perf_counter()
-        slide = ensure_slide(w, h, args.seed)
+        if path is None:
+            w, h = (int(v) for v in size.lower().split("x"))
+            path = ensure_slide(w, h, args.seed)
+        else:
+            from wsi.slide import open_slide
+
+            with open_slide(path) as sl:
+                size = "x".join(str(d) for d in sl.dimensions)
         gen_s = time.perf_counter() - t0
-        row = {"size": size, "generate_s": gen_s, **run_one(slide, args.analyses)}
+        row: dict[str, Any] = {"size": size, "slide": str(path), "generate_s": gen_s}
+        row |= run_one(path, args.analyses)
         rows.append(row)
         print(json.dumps(row), flush=True)
     print("\n| slide (px) | tissue mm² | analysis s | peak RSS MB |\n|---|---|---|---|")

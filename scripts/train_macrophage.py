@@ -122,6 +122,8 @@ def main() -> int:
     ap.add_argument("--n-train", type=int, default=1200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="weights folder (default: registry's)")
+    ap.add_argument("--init", type=Path, default=None, help="continue from these weights")
+    ap.add_argument("--lr", type=float, default=3e-3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     gen = seed_everything(args.seed)
@@ -137,13 +139,15 @@ def main() -> int:
         cells_per_patch=round(float(np.mean([len(p) for p in vpts])), 2),
     )
     det = MacrophageDetector()
+    if args.init is not None:
+        det.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     budget = args.minutes * 60 - (time.perf_counter() - t0)
     result = train_steps(
         det.net,
         batches(imgs, tgt, args.batch, gen),
         heat_loss,
         steps=args.steps,
-        lr=3e-3,
+        lr=args.lr,
         log=log,
         log_every=50,
         time_budget_s=budget,

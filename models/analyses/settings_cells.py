@@ -52,7 +52,7 @@ class MitosisSettings(_Frozen):
         "flips/rotations of their crop (1: off)",
     )
     min_score: float = Field(
-        0.97, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
+        0.96, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
     )
     nms_um: float = Field(
         12.5,
@@ -94,7 +94,7 @@ class TamSettings(_Frozen):
         0.35, ge=0, le=1, description="tiles below this viable-tumour probability are skipped"
     )
     peak_threshold: float = Field(
-        0.36, gt=0, le=1, description="heat-map peak height that counts as a macrophage (H&E)"
+        0.46, gt=0, le=1, description="heat-map peak height that counts as a macrophage (H&E)"
     )
     nucleus_peak_threshold: float = Field(
         0.2, gt=0, le=1, description="heat-map peak height that counts as a nucleated cell (H&E)"

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 import models.cells.zoo  # noqa: F401  (registers the cell models)
 from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
+from models.analyses.hotspot import RegionMask
 from models.analyses.mitosis import tumour_region
 from models.analyses.pattern import tumour_probability_in_boxes
 from models.analyses.settings_cells import TamSettings
@@ -30,9 +31,15 @@ from models.cells.stain import stain_evidence as _evidence
 from models.registry import ModelSpec
 from wsi.results import PointSet, RasterMap
 from wsi.tiling import TileGrid
-from wsi.tissue import read_downsampled
+from wsi.tissue import TissueMask, read_downsampled
 
 _EVIDENCE_MPP = 4.0
+#: Largest cosine between the estimated haematoxylin and DAB vectors accepted (reference: 0.80).
+_MAX_H_DAB_COSINE = 0.85
+_AREA_BASIS = (
+    "tissue inside the tumour region (pattern tiles with viable-tumour probability >= 0.5), "
+    "the same region the cells are counted in"
+)
 
 
 def choose_route(s: TamSettings, ev: StainEvidence) -> tuple[str | None, str | None]:
@@ -70,6 +77,22 @@ def density_map(
     dens = counts / (cell_um / 1000.0) ** 2
     vmax = float(np.percentile(dens[dens > 0], 99)) if (dens > 0).any() else 1.0
     return RasterMap(name, dens, l0_cell, "density", "cells/mm²", vmax)
+
+
+def region_tissue_mm2(region: RegionMask, tissue: TissueMask, mpp: float) -> float:
+    """Return the tissue area (mm²) inside ``region``: tissue-mask pixels whose centre it holds.
+
+    The TAM density divides the cells counted inside the tumour region by this area, so that
+    numerator and denominator cover the same ground (the pattern model's viable-tumour area is
+    built from tile classes and need not coincide with the region's tiles).
+    """
+    rows, cols = np.nonzero(tissue.mask)
+    if len(rows) == 0:
+        return 0.0
+    f = tissue.l0_per_px
+    centres = np.column_stack([(cols + 0.5) * f, (rows + 0.5) * f])
+    inside = int(region.contains(centres).sum())
+    return inside * (f * mpp / 1000.0) ** 2
 
 
 def _grid(ctx: AnalysisContext, mpp: float, s: TamSettings, overlap: int) -> TileGrid:
@@ -115,6 +138,12 @@ def _run_ihc(
     mpp, overlap, mean, std = s.ihc_mpp, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     od = od_from_rgb(low).reshape(-1, 3)
     matrix = estimate_two_stains(od, HDAB) if s.estimate_stain_vectors else HDAB
+    separation_ok = float(matrix.vectors[0] @ matrix.vectors[1]) <= _MAX_H_DAB_COSINE
+    if not separation_ok:
+        # At 4 µm/px DAB-stained cytoplasm is mixed with nuclei: an estimate that makes DAB
+        # more haematoxylin-like than the reference reads nuclei as DAB (counts +180% on a
+        # validation slide); keep the reference vectors then.
+        matrix = HDAB
     dab_row = 1
     digest = hashlib.sha256(np.round(matrix.vectors, 4).tobytes()).hexdigest()
     spec = ModelSpec(
@@ -147,6 +176,7 @@ def _run_ihc(
             "haematoxylin": np.round(matrix.vectors[0], 3).tolist(),
             "dab": np.round(matrix.vectors[1], 3).tolist(),
             "estimated": matrix is not HDAB,
+            "estimate_rejected": not separation_ok,
         },
         "dab_positive_area_fraction": round(pos_px / tissue_px, 4) if tissue_px else None,
         "tissue_analysed_mm2": round(tissue_px * (mpp / 1000) ** 2, 4),
@@ -217,6 +247,7 @@ class TamAnalysis:
         viable = pattern.data.get("viable_tumour_mm2")
         viable = float(viable) if viable else None
         mpp = ctx.slide.mpp
+        region_mm2 = region_tissue_mm2(region, ctx.tissue, mpp) or None
         radius = s.peak_min_distance_um / mpp
         if route == "he":
             info, (mac, cells), prov, stats = _run_he(ctx, s)
@@ -227,9 +258,9 @@ class TamAnalysis:
             report |= info | {
                 "macrophages": len(mac),
                 "nucleated_cells": n_cells,
-                "density_per_mm2": _per_mm2(len(mac), viable),
+                "density_per_mm2": _per_mm2(len(mac), region_mm2),
                 "tam_fraction": round(len(mac) / max(n_cells, len(mac)), 4) if len(mac) else 0.0,
-                "area_basis": "viable tumour (pattern analysis)",
+                "area_basis": _AREA_BASIS,
             }
         else:
             info, (pos,), prov, stats = _run_ihc(ctx, s, low)
@@ -240,16 +271,17 @@ class TamAnalysis:
                 "positive_cells": len(mac),
                 "positive_cells_in_tumour": len(in_t),
                 "positive_cells_per_mm2_tissue": _per_mm2(len(mac), tissue),
-                "positive_cells_per_mm2_tumour": _per_mm2(len(in_t), viable),
-                "density_per_mm2": _per_mm2(len(in_t), viable)
-                if viable
+                "positive_cells_per_mm2_tumour": _per_mm2(len(in_t), region_mm2),
+                "density_per_mm2": _per_mm2(len(in_t), region_mm2)
+                if region_mm2
                 else _per_mm2(len(mac), tissue),
                 "tam_fraction": None,
-                "area_basis": "viable tumour (pattern analysis)" if viable else "tissue analysed",
+                "area_basis": _AREA_BASIS if region_mm2 else "tissue analysed",
                 "note": "tumour regions come from the pattern model, trained on H&E; on IHC "
                 "slides check them, or use positive_cells_per_mm2_tissue",
             }
         report["viable_tumour_mm2"] = viable
+        report["tumour_region_tissue_mm2"] = round(region_mm2, 4) if region_mm2 else None
         report["density_grid_um"] = s.density_grid_um
         dmap = density_map(mac[:, :2], ctx.slide.dimensions, mpp, s.density_grid_um, "tam_density")
         return AnalysisOutput(

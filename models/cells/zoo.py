@@ -11,8 +11,8 @@ from models.cells.mitosis_net import CROP_PX, MEAN, STD, MitosisTileDetector
 from models.registry import ModelSpec, register_model
 from wsi.synthetic.classes import MITOSIS_CLASSES
 
-MITOSIS_V1_SHA256 = "f5bfed41b0aca34bd76eafd733e17dfefbe550e249ddacbd9d5535f4a71d4612"
-TAM_V1_SHA256 = "beff401574027966054a158a8e462490e52b385961478760e921b7b3faa35be1"
+MITOSIS_V1_SHA256 = "a7e3ddd0dc08dccee37c5b41915ed869bc25106662385bde0ccc4e3c62b4bc15"
+TAM_V1_SHA256 = "82d4a776b2e07c548e1c1221bfed2dfc33ccac670a6e189365a75fb0f70b402b"
 
 #: Output channels of the H&E cell heat-map network.
 TAM_CLASSES: tuple[str, str] = ("macrophage", "nucleated_cell")
@@ -35,7 +35,7 @@ def atc_mitosis_v1() -> ModelSpec:
         std=STD,
         weights_file="atc-mitosis-v1.pt",
         sha256=MITOSIS_V1_SHA256,
-        version="1.0.0",
+        version="1.1.0",
         overlap_px=64,
         extra={"crop_px": float(CROP_PX)},
     )
@@ -56,6 +56,6 @@ def atc_tam_v1() -> ModelSpec:
         std=STD,
         weights_file="atc-tam-v1.pt",
         sha256=TAM_V1_SHA256,
-        version="1.0.0",
+        version="1.1.0",
         overlap_px=32,
     )

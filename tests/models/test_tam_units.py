@@ -97,3 +97,19 @@ def test_density_map_units() -> None:
     assert m.values[0, 0] == pytest.approx(200.0)  # 2 cells / 0.01 mm²
     assert m.values[0, 1] == pytest.approx(100.0)
     assert m.l0_per_px == pytest.approx(400.0) and m.unit == "cells/mm²"
+
+
+def test_region_tissue_area_counts_tissue_inside_the_region_only() -> None:
+    from models.analyses.hotspot import RegionMask
+    from models.analyses.tam import region_tissue_mm2
+    from wsi.tissue import TissueMask
+
+    mask = np.ones((100, 100), dtype=bool)
+    mask[:, 90:] = False  # glass on the right
+    tissue = TissueMask(mask, 16.0, 4.0, 0.0, 0.0, {})
+    # region raster of 2 × 2 cells of 800 level-0 px: the left column is tumour
+    region = RegionMask(np.array([[True, False], [True, False]]), 800.0)
+    px_mm2 = (16.0 * 0.25 / 1000.0) ** 2
+    assert region_tissue_mm2(region, tissue, 0.25) == pytest.approx(100 * 50 * px_mm2)
+    right = RegionMask(np.array([[False, True], [False, True]]), 800.0)
+    assert region_tissue_mm2(right, tissue, 0.25) == pytest.approx(100 * 40 * px_mm2)
