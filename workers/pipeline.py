@@ -21,7 +21,7 @@ ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
 
 #: Part of every idempotency key: bump it when results would change for the same slide.
-PIPELINE_VERSION = "1.0.0"
+PIPELINE_VERSION = "1.1.0"  # 1.1.0: retrained models, faster mitosis pass, TAM area basis
 
 
 def run_pipeline(
