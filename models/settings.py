@@ -70,7 +70,7 @@ class NecrosisSettings(_Frozen):
     model: str = Field("atc-necrosis-v1", description="registered segmentation model name")
     min_tissue: float = Field(0.02, ge=0, le=1, description="tissue fraction a tile needs")
     threshold: float = Field(
-        0.7, gt=0, lt=1, description="necrosis probability cut-off (chosen on training slides)"
+        0.85, gt=0, lt=1, description="necrosis probability cut-off (chosen on validation slides)"
     )
     map_downsample: int = Field(
         2, ge=1, le=16, description="stored necrosis map pixel = this many model pixels"

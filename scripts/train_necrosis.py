@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 
 from models.registry import file_sha256, get_spec
 from models.training import (
@@ -28,20 +29,21 @@ from models.training import (
     train_steps,
     write_model_card,
 )
-from models.training.data import batch_stream, generate_patches, predict
+from models.training.data import PatchSet, batch_stream, generate_patches, predict
 from models.training.metrics import dice
 from models.training.slide_tiles import concat, slide_patch_set
 from wsi.synthetic.classes import pattern_index
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SEED = 2000
+EXTRA_SEED = 3000  # --extra-kind patches
 VAL_SEED = 9500
 NECROSIS = pattern_index("necrosis")
 
 
-def necrosis_target(masks: np.ndarray) -> np.ndarray:
+def necrosis_target(masks: NDArray[np.uint8]) -> NDArray[np.int64]:
     """Binary target: 1 where the label map says necrosis."""
-    return (masks == NECROSIS).astype(np.int64)
+    return np.asarray(masks == NECROSIS, dtype=np.int64)
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -52,6 +54,18 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     inter = (p * t).sum()
     soft_dice = 1 - (2 * inter + 1) / (p.sum() + t.sum() + 1)
     return ce + soft_dice
+
+
+def hardest_tiles(
+    model: torch.nn.Module, data: PatchSet, fraction: float, spec_name: str
+) -> PatchSet:
+    """The ``fraction`` of ``data`` on which ``model`` gets the most pixels wrong (at 0.5)."""
+    assert data.masks is not None, "hard-tile mining needs label maps"
+    spec = get_spec(spec_name)
+    pred = predict(model, data.images, spec.mean, spec.std, batch_size=16)[:, 1] >= 0.5
+    wrong = (pred != (data.masks == NECROSIS)).reshape(len(data), -1).sum(axis=1)
+    idx = np.sort(np.argsort(-wrong, kind="stable")[: max(1, round(fraction * len(data)))])
+    return PatchSet(data.images[idx], data.labels[idx], data.masks[idx])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crop", type=int, default=None, help="train on random crops of this size")
     ap.add_argument("--kind", default="necrosis", help="sample_patches kind with label maps")
+    ap.add_argument(
+        "--extra-kind",
+        default=None,
+        help="a second sample_patches kind mixed in (pattern: every class and slide artefacts)",
+    )
+    ap.add_argument("--n-extra", type=int, default=0, help="patches of --extra-kind")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--time-budget-s", type=float, default=1500.0)
@@ -80,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         help="generated training-slide folders whose pyramid tiles join the patches",
     )
     ap.add_argument("--slide-repeat", type=int, default=3, help="oversampling of slide tiles")
+    ap.add_argument(
+        "--hard-repeat",
+        type=int,
+        default=0,
+        help="extra copies of the slide tiles the --init model gets most wrong (0: none)",
+    )
+    ap.add_argument("--hard-fraction", type=float, default=0.2, help="share of slide tiles mined")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -90,12 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     kw = dict(cache_dir=args.cache, workers=args.workers)
     train = generate_patches(args.kind, args.n_train, args.size, spec.input_mpp, TRAIN_SEED, **kw)  # type: ignore[arg-type]
     val = generate_patches(args.kind, args.n_val, args.size, spec.input_mpp, VAL_SEED, **kw)  # type: ignore[arg-type]
+    if args.extra_kind and args.n_extra:
+        extra = generate_patches(
+            args.extra_kind, args.n_extra, args.size, spec.input_mpp, EXTRA_SEED, **kw
+        )  # type: ignore[arg-type]
+        train = concat(train, extra)
+    slide_set: PatchSet | None = None
     if args.slides:
         tiles = [
             slide_patch_set(f, mpp=spec.input_mpp, size=args.size, stride=args.size // 2)
             for f in args.slides
         ]
-        train = concat(train, concat(*tiles), repeat_last=args.slide_repeat)
+        slide_set = concat(*tiles)
+        train = concat(train, slide_set, repeat_last=args.slide_repeat)
     t_data = time.perf_counter() - t0
     assert train.masks is not None and val.masks is not None, "necrosis training needs masks"
     frac = float((train.masks == NECROSIS).mean())
@@ -120,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
             "previous_training": prev.get("training"),
         }
     model = model.to(memory_format=torch.channels_last)
+    if args.hard_repeat and slide_set is not None:
+        # Hard-tile mining: slide tiles the starting model gets most wrong (false necrosis on
+        # folds, pen and dense stroma; missed necrosis edges) are seen more often.
+        hard = hardest_tiles(model, slide_set, args.hard_fraction, spec.name)
+        train = concat(train, hard, repeat_last=args.hard_repeat)
+        log(event="hard tiles", tiles=len(hard), repeat=args.hard_repeat, train=len(train))
     aug = StainAugment()
     batches = batch_stream(
         train,
@@ -167,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds={
             "torch": args.seed,
             "train_sampler_first": TRAIN_SEED,
+            "extra_sampler_first": EXTRA_SEED if args.extra_kind and args.n_extra else None,
             "val_sampler_first": VAL_SEED,
         },
         training={
@@ -180,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "total_seconds": round(time.perf_counter() - t0, 1),
             "continued_from": init or None,
+            "hard_tiles": {"fraction": args.hard_fraction, "repeat": args.hard_repeat}
+            if args.hard_repeat
+            else None,
         },
         metrics=metrics,
         path=out.with_suffix(".json"),

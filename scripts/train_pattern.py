@@ -27,7 +27,13 @@ from models.training import (
     train_steps,
     write_model_card,
 )
-from models.training.data import PatchSet, batch_stream, generate_patches, predict
+from models.training.data import (
+    PatchSet,
+    batch_stream,
+    generate_patches,
+    majority_labels,
+    predict,
+)
 from models.training.metrics import confusion, macro_f1, per_class_f1
 from models.training.slide_tiles import concat, slide_patch_set
 
@@ -40,9 +46,7 @@ def tile_labels(data: PatchSet) -> np.ndarray:
     """Patch label = majority class of its label map (how slide tiles are scored), else label."""
     if data.masks is None:
         return data.labels
-    n_cls = int(max(data.masks.max(), data.labels.max())) + 1
-    counts = np.stack([(data.masks == c).reshape(len(data), -1).sum(1) for c in range(n_cls)], 1)
-    return counts.argmax(axis=1).astype(np.int64)
+    return majority_labels(data.masks, int(max(data.masks.max(), data.labels.max())) + 1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,13 @@ class PatchSet:
         return len(self.images)
 
 
+def majority_labels(masks: NDArray[np.uint8], n_classes: int) -> NDArray[np.int64]:
+    """Majority class of each (s, s) label map of a (n, s, s) stack: how slide tiles are scored."""
+    flat = masks.reshape(len(masks), -1)
+    counts = np.stack([(flat == c).sum(axis=1) for c in range(n_classes)], axis=1)
+    return np.asarray(counts.argmax(axis=1), dtype=np.int64)
+
+
 def _sample(args: tuple[str, int, int, float, int, str]) -> dict[str, Any]:
     from wsi.synthetic import sample_patches
 
@@ -131,6 +138,8 @@ def batch_stream(
         target: ``"label"`` → (B,) int64 labels; ``"mask"`` → (B, H, W) int64 from ``mask_fn``.
         mask_fn: maps a uint8 label-map batch to the segmentation target (e.g. necrosis → 1).
         crop: train on a random ``crop`` × ``crop`` window (one offset per batch), or None.
+            With label targets and label maps, a crop is labelled by the majority class of its
+            own window (a crop near a boundary may hold a different majority than the patch).
     """
     n = len(data)
     while True:
@@ -158,7 +167,11 @@ def batch_stream(
                 x, y = xg, yg
             else:
                 x, _ = geometric(x, None, gen)
-                y = torch.from_numpy(data.labels[idx])
+                labels = data.labels[idx]
+                if masks is not None and masks.shape[1] < data.images.shape[1]:
+                    n_cls = int(max(int(data.labels.max()), int(masks.max()))) + 1
+                    labels = majority_labels(masks, n_cls)
+                y = torch.from_numpy(labels)
             yield normalise(x, mean, std).contiguous(memory_format=torch.channels_last), y
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from models.archs import SegNet
 from models.registry import ModelSpec, register_model
 
-NECROSIS_V1_SHA256 = "32a80ad80524c60832c7b7a73509cbb35cfd3c6de13c2375fa58dedff3147598"
+NECROSIS_V1_SHA256 = "f77fb58fbfa4a04496e1d8178ae978e3e0575de48875be9cfc5a248f4bb5b867"
 
 
 @register_model("atc-necrosis-v1")
@@ -29,6 +29,6 @@ def atc_necrosis_v1() -> ModelSpec:
         std=(0.25, 0.25, 0.25),
         weights_file="atc-necrosis-v1.pt",
         sha256=NECROSIS_V1_SHA256,
-        version="1.0.0",
+        version="1.1.0",
         overlap_px=64,
     )

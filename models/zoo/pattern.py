@@ -12,7 +12,7 @@ from models.archs import PatternNet
 from models.registry import ModelSpec, register_model
 from wsi.synthetic.classes import PATTERN_CLASSES
 
-PATTERN_V1_SHA256 = "57f19d431258efb108bf55b409afc5e43d731d3f6f105f3701a06ff78881a302"
+PATTERN_V1_SHA256 = "29a702f3351de67591d129817e04c844ecef017d7bcf09f3efcaf1353bd1a2e5"
 
 
 @register_model("atc-pattern-v1")
@@ -30,5 +30,5 @@ def atc_pattern_v1() -> ModelSpec:
         std=(0.25, 0.25, 0.25),
         weights_file="atc-pattern-v1.pt",
         sha256=PATTERN_V1_SHA256,
-        version="1.0.0",
+        version="1.1.0",
     )

@@ -77,3 +77,13 @@ def test_pattern_summary_predominant_and_mixed() -> None:
     assert rep["secondary_patterns"] == ["pleomorphic"]  # squamoid: 1/12 = 8% < 10%
     assert rep["viable_tumour_mm2"] == pytest.approx(0.60)
     assert rep["per_class"]["spindle"]["percent_of_tumour"] == pytest.approx(66.67, abs=0.01)
+
+
+def test_crop_labels_are_the_majority_class_of_the_crop_itself() -> None:
+    from models.training.data import majority_labels
+
+    masks = np.zeros((3, 4, 4), dtype=np.uint8)
+    masks[0] = 2  # all class 2
+    masks[1, :, :3] = 5  # 12 of 16 pixels class 5
+    masks[2, :1] = 1  # 4 of 16 pixels class 1: the rest (0) wins
+    assert majority_labels(masks, 6).tolist() == [2, 5, 0]

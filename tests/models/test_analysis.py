@@ -51,13 +51,13 @@ def test_report_sections(result: AnalysisResult) -> None:
 def test_results_agree_with_truth(result: AnalysisResult, slide: Path) -> None:
     labels, l0_per_label = read_labels(slide.parent)
     s = score_slide(result, labels, l0_per_label, result.outputs.mpp)
-    # Regression floors of the shipped weights on this slide (measured with the current
-    # generator: macro-F1 0.899, Dice 0.736).
-    # The targets (macro-F1 0.90, Dice 0.85, area error 10%) are NOT yet met by v1:
-    # see docs/model-quality.md. Raise these floors when better weights ship.
-    assert s["pattern_macro_f1"] >= 0.80, s
-    assert s["necrosis_dice"] >= 0.70, s
-    assert s["necrosis_area_error"] is not None and s["necrosis_area_error"] <= 0.25, s
+    # Regression floors of the shipped weights (v1.1.0, necrosis threshold 0.85) on this slide,
+    # measured: macro-F1 0.973, Dice 0.881, area error 10.7% (v1.0.0: 0.899, 0.736). Floors
+    # leave room for a tile or two on a 37-tile slide. The targets are measured on the
+    # five 10240-px held-out slides: see docs/model-quality.md.
+    assert s["pattern_macro_f1"] >= 0.88, s
+    assert s["necrosis_dice"] >= 0.80, s
+    assert s["necrosis_area_error"] is not None and s["necrosis_area_error"] <= 0.20, s
 
 
 def test_polygons_match_the_necrosis_area(result: AnalysisResult) -> None:
