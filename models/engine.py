@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from models.accumulate import Accumulator, BatchMeta
-from models.device import DeviceChoice
+from models.device import DeviceChoice, bound_heap
 from models.errors import AnalysisCancelled
 from models.fusion import fold_batchnorm
 from models.registry import ModelSpec
@@ -104,6 +104,7 @@ class Engine:
     def __init__(self, device: DeviceChoice, settings: EngineSettings) -> None:
         self.device = device
         self.settings = settings
+        bound_heap()  # memory stays flat over many batches (see models.device.bound_heap)
         self._prepared: dict[int, nn.Module] = {}
 
     def prepare(self, model: nn.Module) -> nn.Module:
