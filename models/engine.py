@@ -146,10 +146,12 @@ class Engine:
 
     def _to_input(self, images: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
         dev = self.device.device
-        x = images.to(dev, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(spec.mean, device=dev).view(1, 3, 1, 1)
-        std = torch.tensor(spec.std, device=dev).view(1, 3, 1, 1)
-        x = (x - mean) / std
+        # (x / 255 − mean) / std as one multiply-add in place on the one float copy; the permuted
+        # NHWC bytes give a channels_last float tensor directly
+        x = images.to(dev, non_blocking=True).permute(0, 3, 1, 2).float()
+        std = torch.tensor(spec.std, device=dev, dtype=torch.float32).view(1, 3, 1, 1)
+        mean = torch.tensor(spec.mean, device=dev, dtype=torch.float32).view(1, 3, 1, 1)
+        x.mul_(1.0 / (255.0 * std)).sub_(mean / std)
         if self.device.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
