@@ -32,13 +32,18 @@ from wsi.tissue import read_downsampled
 COLS = ("l0_x", "l0_y", "score", "p_typical", "p_tripolar")
 
 
-def decode_tile(min_score: float) -> Any:
-    """Return a decoder of one tile's (K, 6) detector output to (n, 5) row, col, score, p, p."""
+def decode_tile(min_score: float, tripolar_min_score: float = 1.01) -> Any:
+    """Return a decoder of one tile's (K, 6) detector output to (n, 5) row, col, score, p, p.
+
+    A candidate is kept when P(mitosis) ≥ ``min_score``, or when it looks tripolar (P(tripolar)
+    above P(typical)) with P(tripolar) ≥ ``tripolar_min_score``.
+    """
 
     def decode(raw: NDArray[np.float32]) -> NDArray[np.float32]:
         raw = np.asarray(raw).reshape(-1, 6)
         p_mit = raw[:, 4] + raw[:, 5]
-        keep = (raw[:, 2] >= 0) & (p_mit >= min_score)
+        tripolar = (raw[:, 5] >= tripolar_min_score) & (raw[:, 5] > raw[:, 4])
+        keep = (raw[:, 2] >= 0) & ((p_mit >= min_score) | tripolar)
         return np.column_stack([raw[keep, 0], raw[keep, 1], p_mit[keep], raw[keep, 4:6]])
 
     return decode
@@ -192,7 +197,7 @@ class MitosisAnalysis:
         indices = np.flatnonzero(prob >= ms.min_tumour_prob).astype(np.int64)
         acc = PointAccumulator(
             "det",
-            decode_tile(ms.min_score),
+            decode_tile(ms.min_score, ms.tripolar_min_score),
             3,
             l0_per_px=grid.l0_tile / grid.tile_px,
             tile_px=grid.tile_px,

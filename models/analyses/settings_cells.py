@@ -54,6 +54,14 @@ class MitosisSettings(_Frozen):
     min_score: float = Field(
         0.96, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
     )
+    tripolar_min_score: float = Field(
+        1.01,
+        ge=0,
+        le=1.01,
+        description="a candidate classed tripolar also counts when P(tripolar) is at least this "
+        "(> 1: off; 0.9 raised validation tripolar recall 0.84 -> 0.92 but F1 only 0.876 -> "
+        "0.879, within noise, so it is off: see docs/model-quality-cells.md)",
+    )
     nms_um: float = Field(
         12.5,
         gt=0,

@@ -119,3 +119,18 @@ def test_configure_sets_the_candidate_grid() -> None:
     assert det.nms_px == round(full_nms / 2)
     x = torch.zeros(3, 3, 96, 64)
     assert det.haematoxylin(x).shape == (3, 1, 48, 32)
+
+
+def test_decode_keeps_confident_tripolar_candidates_below_the_mitosis_threshold() -> None:
+    raw = np.array(
+        [
+            [10, 10, 0.8, 0.02, 0.97, 0.01],  # typical, P(mitosis) 0.98: kept
+            [20, 20, 0.8, 0.07, 0.01, 0.92],  # tripolar, P(mitosis) 0.93 < 0.96, P(tri) 0.92: kept
+            [30, 30, 0.8, 0.07, 0.50, 0.43],  # P(mitosis) 0.93, looks typical: dropped
+            [40, 40, -1.0, 0.0, 0.0, 1.0],  # padding: dropped
+        ],
+        dtype=np.float32,
+    )
+    out = decode_tile(0.96, 0.9)(raw)
+    assert out[:, 0].tolist() == [10, 20]
+    assert decode_tile(0.96)(raw)[:, 0].tolist() == [10]  # default: off
