@@ -11,7 +11,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
@@ -19,78 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
-from scipy import ndimage as ndi
+from evaluate_cells_real import ami_br, deepliif
 
 from models.cells import zoo  # noqa: F401
-from models.cells.dab import dab_cells
-from models.cells.mitosis_net import CROP_PX, MEAN, STD, MitosisTileDetector
-from models.cells.stain import HED
+from models.cells.mitosis_net import MitosisTileDetector
 from models.registry import create_model
-from models.training.augment import normalise
 from wsi.io import atomic_write_json
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def ami_br(det: MitosisTileDetector, root: Path) -> dict[str, Any]:
-    """Typical vs atypical on the real AMi-Br crops (128 px at 0.25 µm/px, centre 64 px)."""
-    rows = list(csv.DictReader((root / "labels_subset.csv").open(encoding="utf-8")))
-    imgs, y = [], []
-    for r in rows:
-        img = np.asarray(Image.open(root / r["file"]).convert("RGB"))
-        c0 = (img.shape[0] - CROP_PX) // 2
-        imgs.append(img[c0 : c0 + CROP_PX, c0 : c0 + CROP_PX])
-        y.append(1 if r["label"] == "atypical" else 0)
-    x = normalise(torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255, MEAN, STD)
-    with torch.inference_mode():
-        p = torch.softmax(det.classifier.eval()(x), 1).numpy()
-    yt = np.array(y)
-    pred_atyp = p[:, 2] > p[:, 1]
-    rec_a = float(pred_atyp[yt == 1].mean())
-    rec_n = float((~pred_atyp[yt == 0]).mean())
-    return {
-        "n": len(yt),
-        "n_atypical": int(yt.sum()),
-        "balanced_accuracy_typical_vs_atypical": round((rec_a + rec_n) / 2, 4),
-        "recall_atypical_as_tripolar": round(rec_a, 4),
-        "recall_normal_as_typical": round(rec_n, 4),
-        "called_mitosis_at_0.5": round(float((p[:, 1] + p[:, 2] >= 0.5).mean()), 4),
-        "note": "AMi-Br 'atypical' covers many forms (segregation errors, asymmetric, ring); the "
-        "model knows only 'tripolar' as atypical, so this measures transfer, not the target.",
-    }
-
-
-def deepliif(root: Path, mpp: float = 0.5, threshold: float = 0.15) -> dict[str, Any]:
-    """DAB-positive cell counts on the real Ki67 tiles vs their masks (red = positive nuclei)."""
-    out = []
-    for f in sorted((root / "ihc").glob("*.png")):
-        rgb = np.asarray(Image.open(f).convert("RGB"))
-        gt = np.asarray(Image.open(root / "groundtruth" / f.name).convert("RGB")).astype(int)
-        red = (gt[..., 0] > 150) & (gt[..., 1] < 100) & (gt[..., 2] < 100)
-        n_true = int(ndi.label(red)[1])
-        conc = HED.concentrations(rgb)
-        res = dab_cells(conc[..., 2], conc.sum(-1), mpp=mpp, threshold=threshold, min_cell_um2=12)
-        out.append(
-            {
-                "tile": f.name,
-                "true_positive_nuclei": n_true,
-                "detected": len(res.rc),
-                "dab_area_fraction": round(res.positive_px / max(res.tissue_px, 1), 4),
-                "true_positive_area_fraction": round(float(red.mean()), 4),
-            }
-        )
-    tot_t = sum(int(o["true_positive_nuclei"]) for o in out)  # type: ignore[call-overload]
-    tot_d = sum(int(o["detected"]) for o in out)  # type: ignore[call-overload]
-    return {
-        "tiles": out,
-        "total_true": tot_t,
-        "total_detected": tot_d,
-        "count_ratio": round(tot_d / max(tot_t, 1), 3),
-        "assumed_mpp": mpp,
-        "note": "Ki67 is nuclear DAB, not CD68/CD163 cytoplasm; mpp of the tiles is assumed.",
-    }
-
 
 #: Held-out slides: seeds never used in training, stains and densities varied.
 HELD_OUT: tuple[dict[str, Any], ...] = (

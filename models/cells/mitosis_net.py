@@ -85,13 +85,10 @@ class MitosisTileDetector(nn.Module):
         self.tta_floor = 1.0  # candidates with P(mitosis) ≥ this are re-scored over 8 views
         self.mpp = float(mpp)
         self.min_distance_um = float(min_distance_um)
-        self.stride = int(stride)
-        self.nms_px = max(1, round(min_distance_um / (mpp * self.stride)))
         inv = np.linalg.pinv(HED.vectors)[:, 0].astype(np.float32)
         self.register_buffer("h_col", torch.from_numpy(inv).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer(
-            "kernel", _gaussian_kernel(sigma_um / (mpp * self.stride)), persistent=False
-        )
+        self.register_buffer("kernel", torch.zeros(1), persistent=False)
+        self._set_grid(stride, sigma_um)
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
 
@@ -111,6 +108,10 @@ class MitosisTileDetector(nn.Module):
         self.tta_floor = float(tta_floor)
         self.min_od = float(min_od)
         self.max_candidates = int(max_candidates)
+        self._set_grid(stride, sigma_um)
+
+    def _set_grid(self, stride: int, sigma_um: float) -> None:
+        """Candidate grid stride, its peak-separation radius and Gaussian (grid pixels)."""
         self.stride = int(stride)
         self.nms_px = max(1, round(self.min_distance_um / (self.mpp * self.stride)))
         self.kernel = _gaussian_kernel(sigma_um / (self.mpp * self.stride)).to(self.kernel.device)

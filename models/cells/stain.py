@@ -105,6 +105,7 @@ def estimate_two_stains(
     min_od: float = 0.15,
     alpha_pct: float = 1.0,
     min_pixels: int = 500,
+    max_cosine: float | None = None,
 ) -> StainMatrix:
     """Estimate two stain vectors from tissue OD pixels (Macenko's method), else the reference.
 
@@ -118,6 +119,9 @@ def estimate_two_stains(
         min_od: pixels whose OD norm is below this are ignored (background).
         alpha_pct: robust percentile of the angle extremes.
         min_pixels: fewer usable pixels than this returns the reference.
+        max_cosine: when given, an estimate whose two stains are more alike than this (cosine
+            of the two vectors) returns the reference: at low resolution one stain's pixels are
+            mixed with the other's, which pulls the estimates together.
     """
     pair = _macenko_pair(od_pixels, min_od, alpha_pct, min_pixels)
     if pair is None:
@@ -128,6 +132,8 @@ def estimate_two_stains(
         v1, v2 = v2, v1
     # refuse estimates that wander far from the reference (bad fits on unusual tiles)
     if min(v1 @ ref1, v2 @ ref2) < 0.85:
+        return reference
+    if max_cosine is not None and float(v1 @ v2) > max_cosine:
         return reference
     return StainMatrix.from_two(v1, v2, (reference.names[0], reference.names[1]))
 
