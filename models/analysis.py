@@ -159,8 +159,10 @@ def analyze_slide(
         for analysis in plan:
             ctx.check_cancel()
             t = time.perf_counter()
+            runs_before = len(ctx.engine_runs)
             out = analysis.run(ctx)
             out.seconds = time.perf_counter() - t
+            out.engine_runs = ctx.engine_runs[runs_before:]
             timings[analysis.name] = out.seconds
             ctx.results[analysis.name] = out
         timings["total"] = time.perf_counter() - t0

@@ -1,4 +1,9 @@
-"""Small architectures sized for a 2-core CPU, built from torchvision blocks; nothing downloaded.
+"""Small architectures sized for a 2-core CPU, built from ResNet basic blocks; nothing downloaded.
+
+The residual block is the ResNet ``BasicBlock`` (He et al. 2016) written out here with the same
+layer names as torchvision's, so the shipped weights load unchanged; importing torchvision only for
+it cost 1.4–2.7 s per process (its ``models`` package pulls in ``ops`` and every architecture),
+the largest fixed cost of a short analysis stage (profile in ``docs/benchmarks.md``).
 
 Both networks take NCHW float input normalised with the spec's mean/std and are fully convolutional
 up to their heads, so they accept any input size that is a multiple of 16.
@@ -11,7 +16,6 @@ import itertools
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -22,8 +26,38 @@ def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     )
 
 
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3 × 3 convolutions with batch norm and a residual connection.
+
+    Args:
+        c_in: input channels.
+        c_out: output channels.
+        stride: stride of the first convolution (2 halves the resolution).
+        downsample: the shortcut's projection when the shape changes (None: identity).
+    """
+
+    def __init__(
+        self, c_in: int, c_out: int, stride: int = 1, downsample: nn.Module | None = None
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))."""
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)  # type: ignore[no-any-return]
+
+
 def _down_block(c_in: int, c_out: int) -> BasicBlock:
-    """A torchvision ResNet ``BasicBlock`` that halves the resolution."""
+    """A ResNet ``BasicBlock`` that halves the resolution."""
     down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=2, bias=False), nn.BatchNorm2d(c_out))
     return BasicBlock(c_in, c_out, stride=2, downsample=down)
 

@@ -117,8 +117,16 @@ def bound_heap(threshold_bytes: int = 128 * 1024) -> bool:
     of a few MB come from the heap and stay there, fragmented: analysing a 40,000 × 30,000 slide
     left the pattern pass at 1.76 GB peak RSS against 1.10 GB for a 10,000 × 7,500 slide. A fixed
     threshold (128 KiB, glibc's initial value) sends every large buffer back to the OS when it is
-    freed: 1.09 GB for the large slide (``scripts/bench_memory.py``). Called by the engine; a
-    no-op where the C library has no ``mallopt``.
+    freed: 1.09 GB for the large slide (``scripts/bench_memory.py``). Called by the engine unless
+    ``engine.bounded_heap`` is false; a no-op where the C library has no ``mallopt``.
+
+    The price is kernel time: every buffer is a fresh mapping whose pages fault in zeroed. On the
+    2-core development VM (2026-11-26) the pattern, necrosis and TAM passes of that slide took
+    63 s (35 s system time) against 43 s (10 s) with glibc's default, which peaked at 1.25–1.35 GB
+    instead of 0.96 GB. Fixed thresholds of 4–256 MB, ``malloc_trim`` after every 1 or 8 batches
+    and huge pages for the mappings were measured too: each was either nearly as slow or let the
+    peak grow 15–26% from the small slide to the large one. Once set in a process, the threshold
+    stays fixed for that process.
 
     Returns:
         Whether the threshold is fixed in this process.

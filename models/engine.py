@@ -104,7 +104,8 @@ class Engine:
     def __init__(self, device: DeviceChoice, settings: EngineSettings) -> None:
         self.device = device
         self.settings = settings
-        bound_heap()  # memory stays flat over many batches (see models.device.bound_heap)
+        if settings.bounded_heap:  # memory stays flat over many batches (models.device.bound_heap)
+            bound_heap()
         self._prepared: dict[int, nn.Module] = {}
 
     def prepare(self, model: nn.Module) -> nn.Module:

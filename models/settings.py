@@ -42,6 +42,11 @@ class EngineSettings(_Frozen):
         2000, ge=1, description="tiles per checkpointed chunk when a work folder is given"
     )
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = leave torch's default")
+    bounded_heap: bool = Field(
+        True,
+        description="fix glibc's mmap threshold so peak memory does not grow with the slide "
+        "(costs CPU time in page faults; see models.device.bound_heap)",
+    )
 
     def resolved_workers(self) -> int:
         """Number of DataLoader worker processes to start."""

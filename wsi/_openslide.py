@@ -70,10 +70,10 @@ def read_rgb(
         raise TileReadError(
             f"corrupt pixel data: {exc}", path=path, l0_xy=location, level=level
         ) from exc
+    if rgba[..., 3].min() == 255:  # opaque (almost every tile): no float arithmetic at all
+        return np.ascontiguousarray(rgba[..., :3])
     rgb = rgba[..., :3].astype(np.float32)
     alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-    if np.all(alpha == 1.0):
-        return np.ascontiguousarray(rgba[..., :3])
     out = rgb * alpha + 255.0 * (1.0 - alpha)
     composited: NDArray[np.uint8] = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return composited

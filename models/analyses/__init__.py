@@ -59,6 +59,34 @@ BUILTIN_MODULES: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class EngineRun:
+    """One engine run of an analysis, as it was made: what the benchmarks replay.
+
+    ``scripts/bench_pipeline.py`` measures the read and model limits on exactly these tiles, this
+    model and this head, so the pipeline is compared with limits of the same work.
+
+    Attributes:
+        tag: the run's progress/checkpoint tag.
+        model: the network as the analysis passed it to the engine.
+        spec: its spec.
+        grid: the tile grid.
+        indices: grid indices processed (None: all).
+        head: the head applied to the logits.
+        tile_stats: whether per-tile focus was computed.
+        stats: what the engine reported.
+    """
+
+    tag: str
+    model: nn.Module
+    spec: ModelSpec
+    grid: TileGrid
+    indices: NDArray[np.int64] | None
+    head: HeadFn
+    tile_stats: bool
+    stats: EngineStats
+
+
 @dataclass
 class AnalysisOutput:
     """What one analysis produced.
@@ -71,6 +99,7 @@ class AnalysisOutput:
         qc: tiles processed, unreadable tiles, throughput.
         data: in-memory values for later analyses (not written anywhere).
         seconds: wall time of ``run``.
+        engine_runs: the engine runs ``run`` made (filled in by ``analyze_slide``).
     """
 
     name: str
@@ -84,6 +113,7 @@ class AnalysisOutput:
     qc: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    engine_runs: list[EngineRun] = field(default_factory=list)
 
 
 @dataclass
@@ -100,6 +130,7 @@ class AnalysisContext:
         mpp_override: µm/px forced by the user, or None.
         work_dir: checkpoint folder (None: no checkpoints).
         results: outputs of the analyses that already ran, by name.
+        engine_runs: every engine run made so far, in order (see :class:`EngineRun`).
         progress: ``(stage, done, total)`` callback, or None.
         cancel: returns True when the job should stop, or None.
     """
@@ -113,6 +144,7 @@ class AnalysisContext:
     mpp_override: float | None = None
     work_dir: Path | None = None
     results: dict[str, AnalysisOutput] = field(default_factory=dict)
+    engine_runs: list[EngineRun] = field(default_factory=list)
     progress: StageProgress | None = None
     cancel: CancelFn | None = None
     _models: dict[str, tuple[ModelSpec, nn.Module]] = field(default_factory=dict, repr=False)
@@ -155,7 +187,7 @@ class AnalysisContext:
         from wsi.tiling import TileReader
 
         reader = TileReader(self.slide_path, grid, self.mpp_override)
-        return self.engine.run(
+        stats = self.engine.run(
             model,
             spec,
             reader,
@@ -168,6 +200,9 @@ class AnalysisContext:
             tag=tag,
             tile_stats=tile_stats,
         )
+        run = EngineRun(tag, model, spec, grid, indices, head or softmax_head, tile_stats, stats)
+        self.engine_runs.append(run)
+        return stats
 
     @staticmethod
     def engine_qc(stats: EngineStats) -> dict[str, Any]:

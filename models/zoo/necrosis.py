@@ -20,7 +20,7 @@ def atc_necrosis_v1() -> ModelSpec:
     return ModelSpec(
         name="atc-necrosis-v1",
         arch=lambda: SegNet(2),
-        arch_name="SegNet U-Net(16-32-48-96, torchvision BasicBlock)",
+        arch_name="SegNet U-Net(16-32-48-96, ResNet BasicBlock)",
         task="segment",
         input_mpp=2.0,
         tile_px=256,

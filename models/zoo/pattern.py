@@ -21,7 +21,7 @@ def atc_pattern_v1() -> ModelSpec:
     return ModelSpec(
         name="atc-pattern-v1",
         arch=lambda: PatternNet(len(PATTERN_CLASSES)),
-        arch_name="PatternNet(24-32-64-96-160, torchvision BasicBlock)",
+        arch_name="PatternNet(24-32-64-96-160, ResNet BasicBlock)",
         task="classify",
         input_mpp=1.0,
         tile_px=224,

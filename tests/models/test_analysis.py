@@ -87,3 +87,13 @@ def test_resume_reuses_checkpoints(slide: Path, tmp_path: Path, result: Analysis
     a, b = first.analyses["pattern"].data["probs"], second.analyses["pattern"].data["probs"]
     assert np.array_equal(a, b)
     assert np.allclose(a, result.analyses["pattern"].data["probs"], atol=1e-4)
+
+
+def test_engine_runs_are_recorded(result: AnalysisResult) -> None:
+    """Each output lists the engine runs it made (the benchmarks replay them)."""
+    for name in ("pattern", "necrosis"):
+        out = result.analyses[name]
+        assert len(out.engine_runs) == 1
+        run = out.engine_runs[0]
+        assert run.stats.n_tiles == out.qc["tiles"] == len(run.grid)
+        assert run.spec.name == result.report[name]["model"]

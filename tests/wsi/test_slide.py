@@ -187,3 +187,22 @@ def test_pyramid_written_without_level0_whole(tmp_path: Path) -> None:
     )
     with open_slide(path) as slide:
         assert slide.dimensions == (1000, 700) and slide.mpp == pytest.approx(0.5)
+
+
+def test_region_beyond_the_slide_is_white(tmp_path: Path) -> None:
+    """OpenSlide returns transparent pixels outside the image; they come back white, the inside
+    unchanged (the opaque fast path and the compositing path of one read)."""
+    path = write_pyramid(
+        tmp_path / "t.tiff",
+        600,
+        400,
+        0.5,
+        lambda x, y: np.full((*x.shape, 3), 60, np.uint8),
+        compression="zlib",
+    )
+    with open_slide(path) as slide:
+        inside = slide.read_region((100, 100), 0, (64, 64))
+        edge = slide.read_region((568, 100), 0, (64, 64))
+    assert inside.shape == (64, 64, 3) and inside.flags.c_contiguous
+    assert (inside == 60).all()
+    assert (edge[:, :32] == 60).all() and (edge[:, 32:] == 255).all()
