@@ -262,7 +262,11 @@ def calibrate_tam(out: Path, n: int, floor: float = 0.2) -> dict[str, Any]:
     relative density error and the mean signed bias over the slides.
     """
     from models.analyses.settings_cells import TamSettings
-    from models.cells.evaluation import oracle_pattern_output, run_cell_analyses
+    from models.cells.evaluation import (
+        oracle_necrosis_output,
+        oracle_pattern_output,
+        run_cell_analyses,
+    )
     from models.settings import PipelineSettings
     from wsi.synthetic.truth import load_truth
 
@@ -275,7 +279,11 @@ def calibrate_tam(out: Path, n: int, floor: float = 0.2) -> dict[str, Any]:
         truth = load_truth(out / f"val-slide-{cfg['seed']}")  # made by calibrate()
         pattern = oracle_pattern_output(truth.label_map, truth.label_l0_per_px, truth.mpp)
         outs = run_cell_analyses(
-            out / f"val-slide-{cfg['seed']}" / "slide.tiff", settings, pattern, names=("tam",)
+            out / f"val-slide-{cfg['seed']}" / "slide.tiff",
+            settings,
+            pattern,
+            names=("tam",),
+            necrosis=oracle_necrosis_output(truth.label_map, truth.label_l0_per_px),
         )
         rep = outs["tam"].report
         runs.append(

@@ -192,18 +192,40 @@ det_mean = (0.5, 0.5, 0.5)
 det_std = (0.25, 0.25, 0.25)
 
 
+@torch.no_grad()
+def hard_examples(det: MitosisTileDetector, pool: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Mined crops the current classifier gets most wrong: negatives with P(mitosis) ≥ 0.2 and
+    figures with P(own class) < 0.9 (the ones near the slide-level threshold)."""
+    imgs, y = pool
+    probs = []
+    for i in range(0, len(imgs), 512):
+        x = torch.from_numpy(np.ascontiguousarray(imgs[i : i + 512])).permute(0, 3, 1, 2)
+        xn = normalise(x.float() / 255.0, det_mean, det_std)
+        probs.append(torch.softmax(det.classifier.eval()(xn), 1).numpy())
+    p = np.concatenate(probs)
+    hard = np.where(y == 0, p[:, 1] + p[:, 2] >= 0.2, p[np.arange(len(y)), y] < 0.9)
+    return np.flatnonzero(hard)
+
+
 def batches(
     pool_c: tuple[np.ndarray, np.ndarray],
     pool_m: tuple[np.ndarray, np.ndarray],
     bs: int,
     gen: torch.Generator,
+    hard: np.ndarray | None = None,
+    hard_share: float = 0.0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield balanced, augmented (x, y) batches mixing centred and mined crops."""
+    """Yield balanced, augmented (x, y) batches mixing centred and mined crops.
+
+    With ``hard`` (indices into the mined pool), ``hard_share`` of the mined crops of every batch
+    are drawn from those hard examples (with their own labels).
+    """
     rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=gen)))
     aug = StainAugment()
     ci, cl = pool_c
     mi, ml = pool_m
     by_class = [np.flatnonzero(ml == k) for k in range(3)]
+    n_hard = round(hard_share * (bs - bs // 2)) if hard is not None and len(hard) else 0
     while True:
         half = bs // 2
         sel_c = rng.integers(0, len(ci), half)
@@ -222,6 +244,9 @@ def batches(
                 if len(idx)
             ]
         )
+        if n_hard:  # replace the first mined crops by hard examples
+            assert hard is not None
+            sel_m[:n_hard] = rng.choice(hard, n_hard)
         imgs = np.concatenate([crops_c, mi[sel_m]])
         y = torch.from_numpy(np.concatenate([cl[sel_c], ml[sel_m]]))
         x = augment_batch(torch.from_numpy(imgs), aug, gen)
@@ -266,6 +291,10 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--cache", type=Path, default=None, help="npz of the sampled crops (reused)")
     ap.add_argument("--out", type=Path, default=None, help="weights folder (default: registry's)")
+    ap.add_argument(
+        "--hard-share", type=float, default=0.0, help="share of mined crops drawn from hard ones"
+    )
+    ap.add_argument("--slide-seed", type=int, default=None, help="first training slide seed")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     gen = seed_everything(args.seed)
@@ -275,7 +304,8 @@ def main() -> int:
     if args.init is not None:
         det.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     if args.slides:
-        sp = slide_pool(det, list(range(args.seed, args.seed + args.slides)), Path("out/train"))
+        first = args.seed if args.slide_seed is None else args.slide_seed
+        sp = slide_pool(det, list(range(first, first + args.slides)), Path("out/train"))
     if args.cache is not None and args.cache.is_file():
         with np.load(args.cache) as z:
             pool_c, pool_m = (z["ci"], z["cl"]), (z["mi"], z["ml"])
@@ -300,8 +330,12 @@ def main() -> int:
             )
     if args.slides:
         pool_m = (np.concatenate([pool_m[0], sp[0]]), np.concatenate([pool_m[1], sp[1]]))
+    hard = hard_examples(det, pool_m) if args.hard_share > 0 else None
     log(
         event="data",
+        hard_per_class=np.bincount(pool_m[1][hard], minlength=3).tolist()
+        if hard is not None
+        else None,
         centred=len(pool_c[1]),
         mined=len(pool_m[1]),
         mined_per_class=np.bincount(pool_m[1], minlength=3).tolist(),
@@ -311,7 +345,7 @@ def main() -> int:
     budget = args.minutes * 60 - (time.perf_counter() - t0)
     result = train_steps(
         det.classifier,
-        batches(pool_c, pool_m, args.batch, gen),
+        batches(pool_c, pool_m, args.batch, gen, hard, args.hard_share),
         lambda o, y: F.cross_entropy(o, y, label_smoothing=0.05),
         steps=args.steps,
         lr=args.lr,

@@ -21,7 +21,7 @@ ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
 
 #: Part of every idempotency key: bump it when results would change for the same slide.
-PIPELINE_VERSION = "1.1.0"  # 1.1.0: retrained models, faster mitosis pass, TAM area basis
+PIPELINE_VERSION = "1.2.0"  # 1.2.0: mitosis stage 6 at 0.85, TAM in viable tumour only
 
 
 def run_pipeline(

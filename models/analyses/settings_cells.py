@@ -52,7 +52,7 @@ class MitosisSettings(_Frozen):
         "flips/rotations of their crop (1: off)",
     )
     min_score: float = Field(
-        0.96, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
+        0.85, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
     )
     tripolar_min_score: float = Field(
         1.01,
@@ -102,7 +102,7 @@ class TamSettings(_Frozen):
         0.35, ge=0, le=1, description="tiles below this viable-tumour probability are skipped"
     )
     peak_threshold: float = Field(
-        0.46, gt=0, le=1, description="heat-map peak height that counts as a macrophage (H&E)"
+        0.5, gt=0, le=1, description="heat-map peak height that counts as a macrophage (H&E)"
     )
     nucleus_peak_threshold: float = Field(
         0.2, gt=0, le=1, description="heat-map peak height that counts as a nucleated cell (H&E)"

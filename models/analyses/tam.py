@@ -37,9 +37,39 @@ _EVIDENCE_MPP = 4.0
 #: Largest cosine between the estimated haematoxylin and DAB vectors accepted (reference: 0.80).
 _MAX_H_DAB_COSINE = 0.85
 _AREA_BASIS = (
-    "tissue inside the tumour region (pattern tiles with viable-tumour probability >= 0.5), "
-    "the same region the cells are counted in"
+    "tissue inside the viable tumour region (pattern tiles with viable-tumour probability >= 0.5, "
+    "minus the necrosis mask), the same region the cells are counted in"
 )
+
+
+class ViableRegion:
+    """The tumour region minus the necrosis mask: where TAMs are counted and their area taken.
+
+    Pattern tiles are 224 µm; those at the edge of a tumour bed also hold necrosis (on the
+    validation slides 12–21% of the region's tissue), which no macrophage count of viable tumour
+    should include in its area. The necrosis mask (4 µm/px) takes it out.
+    """
+
+    def __init__(self, region: RegionMask, necrosis: RegionMask | None) -> None:
+        self.region = region
+        self.necrosis = necrosis
+
+    def contains(self, l0_xy: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Whether each level-0 (x, y) is in the tumour region and not on necrosis."""
+        inside = self.region.contains(l0_xy)
+        if self.necrosis is not None:
+            inside &= ~self.necrosis.contains(l0_xy)
+        return inside
+
+
+def viable_region(ctx: AnalysisContext) -> ViableRegion:
+    """The TAM counting region of this slide (the necrosis mask is used when necrosis ran)."""
+    region = tumour_region(ctx.results["pattern"].data["tumour_prob"])
+    nec = ctx.results.get("necrosis")
+    mask = None
+    if nec is not None and "mask" in nec.data:
+        mask = RegionMask(np.asarray(nec.data["mask"], dtype=bool), float(nec.data["l0_per_px"]))
+    return ViableRegion(region, mask)
 
 
 def choose_route(s: TamSettings, ev: StainEvidence) -> tuple[str | None, str | None]:
@@ -79,7 +109,7 @@ def density_map(
     return RasterMap(name, dens, l0_cell, "density", "cells/mm²", vmax)
 
 
-def region_tissue_mm2(region: RegionMask, tissue: TissueMask, mpp: float) -> float:
+def region_tissue_mm2(region: RegionMask | ViableRegion, tissue: TissueMask, mpp: float) -> float:
     """Return the tissue area (mm²) inside ``region``: tissue-mask pixels whose centre it holds.
 
     The TAM density divides the cells counted inside the tumour region by this area, so that
@@ -243,7 +273,7 @@ class TamAnalysis:
         if route is None:
             return AnalysisOutput(self.name, report=report)
         pattern = ctx.results["pattern"]
-        region = tumour_region(pattern.data["tumour_prob"])
+        region = viable_region(ctx)
         viable = pattern.data.get("viable_tumour_mm2")
         viable = float(viable) if viable else None
         mpp = ctx.slide.mpp
@@ -282,6 +312,7 @@ class TamAnalysis:
             }
         report["viable_tumour_mm2"] = viable
         report["tumour_region_tissue_mm2"] = round(region_mm2, 4) if region_mm2 else None
+        report["necrosis_excluded"] = region.necrosis is not None
         report["density_grid_um"] = s.density_grid_um
         dmap = density_map(mac[:, :2], ctx.slide.dimensions, mpp, s.density_grid_um, "tam_density")
         return AnalysisOutput(

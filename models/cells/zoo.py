@@ -11,7 +11,7 @@ from models.cells.mitosis_net import CROP_PX, MEAN, STD, MitosisTileDetector
 from models.registry import ModelSpec, register_model
 from wsi.synthetic.classes import MITOSIS_CLASSES
 
-MITOSIS_V1_SHA256 = "a7e3ddd0dc08dccee37c5b41915ed869bc25106662385bde0ccc4e3c62b4bc15"
+MITOSIS_V1_SHA256 = "8ced0d27c682658051e57ab267b42b6bcc3d0c021fdcad035b0e62b68decca3a"
 TAM_V1_SHA256 = "82d4a776b2e07c548e1c1221bfed2dfc33ccac670a6e189365a75fb0f70b402b"
 
 #: Output channels of the H&E cell heat-map network.
@@ -35,7 +35,7 @@ def atc_mitosis_v1() -> ModelSpec:
         std=STD,
         weights_file="atc-mitosis-v1.pt",
         sha256=MITOSIS_V1_SHA256,
-        version="1.1.0",
+        version="1.2.0",
         overlap_px=64,
         extra={"crop_px": float(CROP_PX)},
     )

@@ -113,3 +113,21 @@ def test_region_tissue_area_counts_tissue_inside_the_region_only() -> None:
     assert region_tissue_mm2(region, tissue, 0.25) == pytest.approx(100 * 50 * px_mm2)
     right = RegionMask(np.array([[False, True], [False, True]]), 800.0)
     assert region_tissue_mm2(right, tissue, 0.25) == pytest.approx(100 * 40 * px_mm2)
+
+
+def test_viable_region_leaves_out_necrosis() -> None:
+    """TAMs are counted, and their area taken, in the tumour region minus the necrosis mask."""
+    from models.analyses.hotspot import RegionMask
+    from models.analyses.tam import ViableRegion, region_tissue_mm2
+    from wsi.tissue import TissueMask
+
+    tissue = TissueMask(np.ones((100, 100), dtype=bool), 16.0, 4.0, 0.0, 0.0, {})
+    region = RegionMask(np.array([[True, False], [True, False]]), 800.0)  # left half
+    necrosis = np.zeros((400, 400), dtype=bool)
+    necrosis[:, :100] = True  # the left quarter of the slide (4 level-0 px per mask px)
+    viable = ViableRegion(region, RegionMask(necrosis, 4.0))
+    px_mm2 = (16.0 * 0.25 / 1000.0) ** 2
+    assert region_tissue_mm2(viable, tissue, 0.25) == pytest.approx(100 * 25 * px_mm2)
+    pts = np.array([[100.0, 100.0], [600.0, 100.0], [1200.0, 100.0]])
+    assert viable.contains(pts).tolist() == [False, True, False]
+    assert ViableRegion(region, None).contains(pts).tolist() == [True, True, False]
