@@ -174,7 +174,13 @@ def submit_slide(
         batch_id=batch_id,
         out_dir=str((ctx.service.output_root / "jobs" / job_id).resolve()),
     )
-    ctx.store.add(job)
+    if not ctx.store.add_job_once(job):  # a simultaneous submission of the slide won the race
+        existing = ctx.store.find_reusable(key)
+        if existing is None:  # it ended in the meantime (failed or cancelled): try once more
+            return submit_slide(
+                ctx, path, send, force=force, source=source, batch_id=batch_id, fingerprint=fp
+            )
+        return Submission(existing, created=False)
     send(job_id)
     return Submission(ctx.store.get_job(job_id), created=True)
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     Engine,
     Float,
+    Index,
     Integer,
     String,
     Text,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from workers.errors import BatchNotFoundError, JobNotFoundError
@@ -109,6 +111,18 @@ class Job(Base):
         }
 
 
+#: At most one queued or running non-forced job per idempotency key: two submissions of one new
+#: slide that both found nothing to reuse cannot both create a job (the second insert fails and
+#: its caller returns the first job). Forced reruns are outside the index.
+ACTIVE_KEY_INDEX = Index(
+    "uq_atc_jobs_active_key",
+    Job.idem_key,
+    unique=True,
+    sqlite_where=text("state IN ('queued', 'running') AND NOT force"),
+    postgresql_where=text("state IN ('queued', 'running') AND NOT force"),
+)
+
+
 class Batch(Base):
     """A set of slides submitted together (a glob under a root, or a list of paths)."""
 
@@ -178,6 +192,7 @@ class JobStore:
             with self.engine.begin() as conn:
                 conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
         Base.metadata.create_all(self.engine)
+        ACTIVE_KEY_INDEX.create(self.engine, checkfirst=True)  # for stores made before it
 
     def dispose(self) -> None:
         """Close pooled connections (call after fork and at shutdown)."""
@@ -199,6 +214,14 @@ class JobStore:
         """Insert one row."""
         with self.session() as s:
             s.add(obj)
+
+    def add_job_once(self, job: Job) -> bool:
+        """Insert ``job``; False when another active non-forced job holds its key already."""
+        try:
+            self.add(job)
+        except IntegrityError:
+            return False
+        return True
 
     def get_job(self, job_id: str) -> Job:
         """Return the job; raises JobNotFoundError."""

@@ -153,3 +153,54 @@ def test_run_job_cancel_and_worker_lost_limit(service_factory: Any) -> None:
     assert run_job(svc.ctx, doomed.id) == "failed"
     assert svc.ctx.store.get_job(doomed.id).reason_code == "worker_lost"
     assert run_job(svc.ctx, doomed.id) == "skipped"
+
+
+def test_one_active_job_per_key(store: JobStore) -> None:
+    """Two non-forced submissions that both found nothing to reuse cannot both create a job."""
+
+    def job(state: str = "queued", force: bool = False) -> Job:
+        job_id = new_id()
+        return Job(
+            id=job_id,
+            state=state,
+            slide_path="/s.svs",
+            fingerprint="fp",
+            pipeline_version="v",
+            config_hash="c",
+            idem_key="same",
+            force=force,
+            out_dir=f"/out/{job_id}",
+        )
+
+    first = job()
+    assert store.add_job_once(first)
+    assert not store.add_job_once(job())  # the loser of the race
+    assert store.add_job_once(job(force=True))  # a forced rerun is always a new job
+    store.update_job(first.id, state="failed")
+    assert store.add_job_once(job())  # once the first ended, a new one may start
+    assert store.add_job_once(job(state="succeeded"))
+    counts = store.counts()
+    assert counts == {"queued": 2, "running": 0, "succeeded": 1, "failed": 1, "cancelled": 0}
+    store.create_all()  # the index is created only once
+
+
+def test_simultaneous_first_submissions_share_one_job(service_factory: Any) -> None:
+    """Both callers pass the reuse check before either inserts: one job, sent once."""
+    from workers.jobs import submit_slide
+
+    svc = service_factory()
+    ctx = svc.ctx
+    slide = svc.add_slide(svc.fixtures / "small.svs", "race.svs")
+    real_find = ctx.store.find_reusable
+    calls = {"n": 0}
+
+    def racing_find(key: str) -> Job | None:
+        calls["n"] += 1
+        return None if calls["n"] <= 2 else real_find(key)  # both first checks see nothing
+
+    ctx.store.find_reusable = racing_find  # type: ignore[method-assign]
+    sent: list[str] = []
+    a = submit_slide(ctx, slide, sent.append)
+    b = submit_slide(ctx, slide, sent.append)
+    assert a.created and not b.created and a.job.id == b.job.id
+    assert sent == [a.job.id]
