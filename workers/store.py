@@ -7,6 +7,7 @@ row count says who won, so any number of workers, API processes and watchers may
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from workers.errors import BatchNotFoundError, JobNotFoundError
+
+log = logging.getLogger(__name__)
 
 QUEUED: Final = "queued"
 RUNNING: Final = "running"
@@ -192,7 +195,14 @@ class JobStore:
             with self.engine.begin() as conn:
                 conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
         Base.metadata.create_all(self.engine)
-        ACTIVE_KEY_INDEX.create(self.engine, checkfirst=True)  # for stores made before it
+        try:  # stores made before the index existed get it now
+            ACTIVE_KEY_INDEX.create(self.engine, checkfirst=True)
+        except IntegrityError as exc:  # an old race left two active jobs with one key
+            log.warning(
+                "job store: unique index on active jobs not created (%s); duplicate "
+                "submissions stay possible until those jobs end",
+                exc.orig,
+            )
 
     def dispose(self) -> None:
         """Close pooled connections (call after fork and at shutdown)."""

@@ -204,3 +204,15 @@ def test_simultaneous_first_submissions_share_one_job(service_factory: Any) -> N
     b = submit_slide(ctx, slide, sent.append)
     assert a.created and not b.created and a.job.id == b.job.id
     assert sent == [a.job.id]
+
+
+def test_store_with_old_duplicates_still_opens(store: JobStore, caplog: Any) -> None:
+    """A store that an old race left with two active jobs of one key opens with a warning."""
+    from workers.store import ACTIVE_KEY_INDEX
+
+    ACTIVE_KEY_INDEX.drop(store.engine)  # as in a store made before the index existed
+    _job(store, "dup")
+    _job(store, "dup")
+    store.create_all()
+    assert "unique index on active jobs not created" in caplog.text
+    assert store.counts()["queued"] == 2
