@@ -200,7 +200,7 @@ class JobStore:
         except IntegrityError as exc:  # an old race left two active jobs with one key
             log.warning(
                 "job store: unique index on active jobs not created (%s); duplicate "
-                "submissions stay possible until those jobs end",
+                "submissions stay possible until those jobs end and a service starts again",
                 exc.orig,
             )
 
