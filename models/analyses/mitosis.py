@@ -202,6 +202,8 @@ class MitosisAnalysis:
             l0_per_px=grid.l0_tile / grid.tile_px,
             tile_px=grid.tile_px,
             margin_px=ms.overlap_px / 2,
+            grid=grid,
+            scanned=indices,
         )
         stats = ctx.run_engine(model, spec, grid, [acc], tag=self.name, indices=indices, head=_head)
         mpp = ctx.slide.mpp

@@ -154,6 +154,8 @@ def _run_he(
             l0_per_px=grid.l0_tile / grid.tile_px,
             tile_px=grid.tile_px,
             margin_px=spec.overlap_px / 2,
+            grid=grid,
+            scanned=idx,
         )
         for c in (0, 1)
     ]

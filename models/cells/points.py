@@ -1,9 +1,10 @@
 """A per-tile point accumulator for the engine: detections in tile pixels → level-0 points.
 
 Each tile's detections are kept under its grid index, so the engine's chunk checkpoints can save
-and restore exactly the tiles of a chunk. Detections inside the overlap margin of a tile are
-dropped (the neighbouring tile sees them away from its border), then level-0 duplicates are
-suppressed at the end.
+and restore exactly the tiles of a chunk. A detection inside the overlap margin of a tile is left
+to the neighbouring tile that sees it away from its border — when that neighbour is scanned; when
+it is not (a tile outside the tumour the pass is gated to, or beyond the lattice), the tile keeps
+it. Level-0 duplicates are suppressed at the end.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.accumulate import BatchMeta
+from wsi.tiling import TileGrid
 
 #: Turns one tile's raw output into (n, 2 + F) rows: row, col (tile px) then F features.
 TileDecoder = Callable[[NDArray[np.float32]], NDArray[np.float32]]
@@ -29,7 +31,10 @@ class PointAccumulator:
         n_features: F.
         l0_per_px: level-0 pixels per tile pixel (target mpp / slide mpp).
         tile_px: tile edge in tile pixels.
-        margin_px: detections closer than this to a tile edge are dropped (half the overlap).
+        margin_px: detections closer than this to a tile edge are left to the neighbour on that
+            side (half the overlap).
+        grid: the tile grid, to know the neighbours (None: margins are always dropped).
+        scanned: grid indices the pass processes (None with a grid: all of them).
     """
 
     def __init__(
@@ -41,6 +46,8 @@ class PointAccumulator:
         l0_per_px: float,
         tile_px: int,
         margin_px: float,
+        grid: TileGrid | None = None,
+        scanned: NDArray[np.int64] | None = None,
     ) -> None:
         self.key = key
         self.decode = decode
@@ -49,6 +56,15 @@ class PointAccumulator:
         self.tile_px = int(tile_px)
         self.margin_px = float(margin_px)
         self.rows: dict[int, NDArray[np.float64]] = {}
+        self._ij: NDArray[np.int32] | None = None
+        self._lattice: NDArray[np.bool_] | None = None  # (rows + 2, cols + 2): scanned, padded
+        if grid is not None:
+            rows, cols = grid.grid_shape
+            lattice = np.zeros((rows + 2, cols + 2), dtype=bool)
+            ij = np.asarray(grid.grid_ij)
+            idx = np.arange(len(ij)) if scanned is None else np.asarray(scanned, dtype=np.int64)
+            lattice[ij[idx, 0] + 1, ij[idx, 1] + 1] = True
+            self._ij, self._lattice = ij, lattice
 
     def add(self, outputs: Mapping[str, NDArray[np.float32]], meta: BatchMeta) -> None:
         """Decode each readable tile's detections and store them in level-0 pixels."""
@@ -63,8 +79,14 @@ class PointAccumulator:
         """Keep one tile's (n, 2 + F) detections outside its margin, in level-0 pixels."""
         det = np.asarray(det, dtype=np.float64).reshape(-1, 2 + self.n_features)
         lo, hi = self.margin_px, self.tile_px - self.margin_px
-        inside = (det[:, 0] >= lo) & (det[:, 0] < hi) & (det[:, 1] >= lo) & (det[:, 1] < hi)
-        det = det[inside]
+        di = np.where(det[:, 0] < lo, -1, np.where(det[:, 0] >= hi, 1, 0))
+        dj = np.where(det[:, 1] < lo, -1, np.where(det[:, 1] >= hi, 1, 0))
+        keep = (di == 0) & (dj == 0)
+        if self._ij is not None and self._lattice is not None:
+            # the owner is the neighbour on the margin's side; keep what no scanned owner sees
+            i, j = (int(v) for v in self._ij[tile])
+            keep |= ~self._lattice[i + 1 + di, j + 1 + dj]
+        det = det[keep]
         l0_x = l0_xy[0] + (det[:, 1] + 0.5) * self.l0_per_px
         l0_y = l0_xy[1] + (det[:, 0] + 0.5) * self.l0_per_px
         self.rows[tile] = np.column_stack([l0_x, l0_y, det[:, 2:]])
