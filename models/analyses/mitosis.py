@@ -66,11 +66,18 @@ def drop_in_necrosis(
 
     Returns the kept detections and how many were dropped (0 when necrosis did not run).
     """
-    if necrosis is None or "mask" not in necrosis.data or len(det) == 0:
+    mask = necrosis_mask(necrosis)
+    if mask is None or len(det) == 0:
         return det, 0
-    mask = RegionMask(np.asarray(necrosis.data["mask"], dtype=bool), necrosis.data["l0_per_px"])
     inside = mask.contains(det[:, :2])
     return det[~inside], int(inside.sum())
+
+
+def necrosis_mask(necrosis: AnalysisOutput | None) -> RegionMask | None:
+    """The necrosis analysis's mask as a RegionMask (None when necrosis did not run)."""
+    if necrosis is None or "mask" not in necrosis.data:
+        return None
+    return RegionMask(np.asarray(necrosis.data["mask"], dtype=bool), necrosis.data["l0_per_px"])
 
 
 def tumour_region(tumour_prob: RasterMap, threshold: float = 0.5) -> RegionMask:

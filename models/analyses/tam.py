@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 import models.cells.zoo  # noqa: F401  (registers the cell models)
 from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
 from models.analyses.hotspot import RegionMask
-from models.analyses.mitosis import tumour_region
+from models.analyses.mitosis import necrosis_mask, tumour_region
 from models.analyses.pattern import tumour_probability_in_boxes
 from models.analyses.settings_cells import TamSettings
 from models.cells.candidates import nms_points
@@ -65,11 +65,7 @@ class ViableRegion:
 def viable_region(ctx: AnalysisContext) -> ViableRegion:
     """The TAM counting region of this slide (the necrosis mask is used when necrosis ran)."""
     region = tumour_region(ctx.results["pattern"].data["tumour_prob"])
-    nec = ctx.results.get("necrosis")
-    mask = None
-    if nec is not None and "mask" in nec.data:
-        mask = RegionMask(np.asarray(nec.data["mask"], dtype=bool), float(nec.data["l0_per_px"]))
-    return ViableRegion(region, mask)
+    return ViableRegion(region, necrosis_mask(ctx.results.get("necrosis")))
 
 
 def choose_route(s: TamSettings, ev: StainEvidence) -> tuple[str | None, str | None]:

@@ -28,21 +28,25 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
     st.dispose()
 
 
-def _job(store: JobStore, key: str = "k", state: str = "queued") -> str:
+def _new_job(key: str = "k", state: str = "queued", force: bool = False) -> Job:
     job_id = new_id()
-    store.add(
-        Job(
-            id=job_id,
-            state=state,
-            slide_path="/s.svs",
-            fingerprint="fp",
-            pipeline_version="v",
-            config_hash="c",
-            idem_key=key,
-            out_dir=f"/out/{job_id}",
-        )
+    return Job(
+        id=job_id,
+        state=state,
+        slide_path="/s.svs",
+        fingerprint="fp",
+        pipeline_version="v",
+        config_hash="c",
+        idem_key=key,
+        force=force,
+        out_dir=f"/out/{job_id}",
     )
-    return job_id
+
+
+def _job(store: JobStore, key: str = "k", state: str = "queued") -> str:
+    job = _new_job(key, state)
+    store.add(job)
+    return job.id
 
 
 def test_lease_claim_heartbeat_and_takeover(store: JobStore) -> None:
@@ -159,18 +163,7 @@ def test_one_active_job_per_key(store: JobStore) -> None:
     """Two non-forced submissions that both found nothing to reuse cannot both create a job."""
 
     def job(state: str = "queued", force: bool = False) -> Job:
-        job_id = new_id()
-        return Job(
-            id=job_id,
-            state=state,
-            slide_path="/s.svs",
-            fingerprint="fp",
-            pipeline_version="v",
-            config_hash="c",
-            idem_key="same",
-            force=force,
-            out_dir=f"/out/{job_id}",
-        )
+        return _new_job("same", state, force)
 
     first = job()
     assert store.add_job_once(first)
