@@ -119,7 +119,9 @@ def naive_baseline(slide_path: Path, settings: Settings, seconds: float) -> dict
         for i in np.random.default_rng(0).permutation(len(grid)):
             x, y = (int(v) for v in grid.l0_xy[i])
             region = slide.read_region((x, y), 0, (l0_size, l0_size))
-            tile = Image.fromarray(region).resize((spec.tile_px, spec.tile_px), Image.BILINEAR)
+            tile = Image.fromarray(region).resize(
+                (spec.tile_px, spec.tile_px), Image.Resampling.BILINEAR
+            )
             t = torch.from_numpy(np.asarray(tile)).permute(2, 0, 1)[None].float() / 255.0
             with torch.no_grad():
                 model((t - mean) / std)
