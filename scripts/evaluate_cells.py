@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from cell_slides import SETS, VALIDATION, ensure_slide, slide_folder
 from evaluate_cells_real import ami_br, deepliif
 
 from models.cells import zoo  # noqa: F401
@@ -26,21 +27,6 @@ from models.registry import create_model
 from wsi.io import atomic_write_json
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-#: Held-out slides: seeds never used in training, stains and densities varied.
-HELD_OUT: tuple[dict[str, Any], ...] = (
-    {"seed": 7_000_001, "stain": "he", "mitoses_per_2mm2": 12.0, "tam_fraction": 0.3},
-    {"seed": 7_000_002, "stain": "he", "mitoses_per_2mm2": 30.0, "tam_fraction": 0.6},
-    {"seed": 7_000_003, "stain": "cd68", "mitoses_per_2mm2": 8.0, "tam_fraction": 0.4},
-    {"seed": 7_000_004, "stain": "he", "mitoses_per_2mm2": 4.0, "tam_fraction": 0.15},
-    {"seed": 7_000_005, "stain": "cd163", "mitoses_per_2mm2": 20.0, "tam_fraction": 0.5},
-    # added 2026-11-25 (second session) before any of them was analysed, to have more than 30
-    # held-out mitoses: the pooled F1 of 30 figures moves by ±0.1 with a few detections
-    {"seed": 7_000_006, "stain": "he", "mitoses_per_2mm2": 25.0, "tam_fraction": 0.25},
-    {"seed": 7_000_007, "stain": "he", "mitoses_per_2mm2": 35.0, "tam_fraction": 0.45},
-    {"seed": 7_000_008, "stain": "he", "mitoses_per_2mm2": 20.0, "tam_fraction": 0.35},
-    {"seed": 7_000_009, "stain": "cd68", "mitoses_per_2mm2": 10.0, "tam_fraction": 0.2},
-)
 
 
 def truth_tam(truth: Any) -> dict[str, float]:
@@ -69,8 +55,8 @@ def truth_tam(truth: Any) -> dict[str, float]:
     }
 
 
-def evaluate_slide(out: Path, cfg: dict[str, Any], size: int) -> dict[str, Any]:
-    """Generate one held-out slide, run mitosis + TAM with oracle tumour tiles, compare."""
+def evaluate_slide(out: Path, cfg: dict[str, Any], size: int, folder: Path) -> dict[str, Any]:
+    """Generate one slide (unless made), run mitosis + TAM with oracle tumour tiles, compare."""
     from models.analyses.hotspot import densest_circle
     from models.analyses.mitosis import tumour_region
     from models.cells.evaluation import (
@@ -81,14 +67,10 @@ def evaluate_slide(out: Path, cfg: dict[str, Any], size: int) -> dict[str, Any]:
         run_cell_analyses,
     )
     from models.settings import PipelineSettings
-    from wsi.synthetic.slide import generate_slide
-    from wsi.synthetic.spec import SynthSpec
     from wsi.synthetic.truth import load_truth
 
-    folder = out / f"slide-{cfg['seed']}"
     t0 = time.perf_counter()
-    if not (folder / "truth.json").is_file():
-        generate_slide(SynthSpec(width=size, height=size, workers=2, **cfg), folder)
+    ensure_slide(folder, cfg, size)
     t_gen = time.perf_counter() - t0
     truth = load_truth(folder)
     pattern = oracle_pattern_output(truth.label_map, truth.label_l0_per_px, truth.mpp)
@@ -151,9 +133,9 @@ def evaluate_slide(out: Path, cfg: dict[str, Any], size: int) -> dict[str, Any]:
     return row
 
 
-def evaluate_slides(out: Path, n: int, size: int) -> dict[str, Any]:
-    """Evaluate ``n`` held-out slides and pool the mitosis counts."""
-    rows = [evaluate_slide(out, cfg, size) for cfg in HELD_OUT[:n]]
+def evaluate_slides(out: Path, n: int, size: int, name: str = "held-out") -> dict[str, Any]:
+    """Evaluate the first ``n`` slides of set ``name`` and pool the mitosis counts."""
+    rows = [evaluate_slide(out, cfg, size, slide_folder(out, name, cfg)) for cfg in SETS[name][:n]]
     he = [r for r in rows if "tp" in r["mitosis"]]
     tp = sum(r["mitosis"]["tp"] for r in he)
     fp = sum(r["mitosis"]["fp"] for r in he)
@@ -176,25 +158,17 @@ def evaluate_slides(out: Path, n: int, size: int) -> dict[str, Any]:
     }
 
 
-#: Validation slides for calibrating ``mitosis.min_score``: generator seeds outside every
-#: held-out seed (7 000 00x) and the test slide (15); realistic mitosis densities, H&E only.
-VALIDATION: tuple[dict[str, Any], ...] = (
-    {"seed": 6_000_001, "stain": "he", "mitoses_per_2mm2": 10.0, "tam_fraction": 0.3},
-    {"seed": 6_000_002, "stain": "he", "mitoses_per_2mm2": 25.0, "tam_fraction": 0.5},
-    {"seed": 6_000_003, "stain": "he", "mitoses_per_2mm2": 40.0, "tam_fraction": 0.2},
-    {"seed": 6_000_004, "stain": "he", "mitoses_per_2mm2": 15.0, "tam_fraction": 0.4},
-    {"seed": 6_000_005, "stain": "he", "mitoses_per_2mm2": 30.0, "tam_fraction": 0.3},
-    {"seed": 6_000_006, "stain": "he", "mitoses_per_2mm2": 20.0, "tam_fraction": 0.6},
-)
-
-
-def calibrate(out: Path, n: int, size: int, floor: float = 0.5) -> dict[str, Any]:
+def calibrate(
+    out: Path, n: int, size: int, floor: float = 0.5, slides: tuple[dict[str, Any], ...] = ()
+) -> dict[str, Any]:
     """Sweep ``mitosis.min_score`` on validation slides (never the held-out ones).
 
     The detector runs once per slide with ``min_score = floor``; each threshold then keeps the
     merged detections whose score reaches it (an approximation of re-running: candidates below
     the threshold can no longer join a cluster). Pooled F1 and tripolar figures per threshold.
+    ``slides`` (default: the first ``n`` of ``VALIDATION``) are the slides swept.
     """
+    slides = slides or VALIDATION[:n]
     from models.analyses.settings_cells import MitosisSettings
     from models.cells.evaluation import (
         mitosis_metrics,
@@ -203,8 +177,6 @@ def calibrate(out: Path, n: int, size: int, floor: float = 0.5) -> dict[str, Any
         run_cell_analyses,
     )
     from models.settings import PipelineSettings
-    from wsi.synthetic.slide import generate_slide
-    from wsi.synthetic.spec import SynthSpec
     from wsi.synthetic.truth import load_truth
 
     settings = PipelineSettings(
@@ -212,10 +184,8 @@ def calibrate(out: Path, n: int, size: int, floor: float = 0.5) -> dict[str, Any
         mitosis=MitosisSettings(min_score=floor),
     )
     runs = []
-    for cfg in VALIDATION[:n]:
-        folder = out / f"val-slide-{cfg['seed']}"
-        if not (folder / "truth.json").is_file():
-            generate_slide(SynthSpec(width=size, height=size, workers=2, **cfg), folder)
+    for cfg in slides:
+        folder = ensure_slide(out / f"val-slide-{cfg['seed']}", cfg, size)
         truth = load_truth(folder)
         outs = run_cell_analyses(
             folder / "slide.tiff",
@@ -247,19 +217,23 @@ def calibrate(out: Path, n: int, size: int, floor: float = 0.5) -> dict[str, Any
         )
     best = max(sweep, key=lambda r: (r["f1"], r["min_score"]))
     return {
-        "slides": [c["seed"] for c in VALIDATION[:n]],
+        "slides": [c["seed"] for c in slides],
         "size": size,
         "best": best,
         "sweep": sweep,
     }
 
 
-def calibrate_tam(out: Path, n: int, floor: float = 0.2) -> dict[str, Any]:
-    """Sweep ``tam.peak_threshold`` on the validation slides (H&E route, never held-out slides).
+def calibrate_tam(
+    out: Path, n: int, floor: float = 0.2, name: str = "validation"
+) -> dict[str, Any]:
+    """Sweep the macrophage peak threshold on validation slides (never held-out slides).
 
-    The TAM pass runs once per slide with ``peak_threshold = floor``; a threshold then keeps the
-    macrophage peaks (already inside tumour) whose height reaches it. Per threshold: the mean
-    relative density error and the mean signed bias over the slides.
+    ``name`` = ``validation`` sweeps ``tam.peak_threshold`` (H&E route), ``validation-ihc``
+    sweeps ``tam.ihc_peak_threshold`` (IHC route, ``ihc_cells: net``). The TAM pass runs once
+    per slide with the threshold at ``floor``; a threshold then keeps the macrophage peaks
+    (already inside tumour) whose height reaches it. Per threshold: the mean relative density
+    error and the mean signed bias over the slides.
     """
     from models.analyses.settings_cells import TamSettings
     from models.cells.evaluation import (
@@ -270,16 +244,23 @@ def calibrate_tam(out: Path, n: int, floor: float = 0.2) -> dict[str, Any]:
     from models.settings import PipelineSettings
     from wsi.synthetic.truth import load_truth
 
+    tam = (
+        TamSettings(route="ihc", ihc_cells="net", ihc_peak_threshold=floor)
+        if name == "validation-ihc"
+        else TamSettings(route="he", peak_threshold=floor)
+    )
     settings = PipelineSettings(
         engine={"num_workers": 0, "device": "cpu"},  # type: ignore[arg-type]
-        tam=TamSettings(route="he", peak_threshold=floor),
+        tam=tam,
     )
     runs = []
-    for cfg in VALIDATION[:n]:
-        truth = load_truth(out / f"val-slide-{cfg['seed']}")  # made by calibrate()
+    slides = SETS[name][:n]
+    for cfg in slides:
+        folder = ensure_slide(slide_folder(out, name, cfg), cfg, 6144)
+        truth = load_truth(folder)
         pattern = oracle_pattern_output(truth.label_map, truth.label_l0_per_px, truth.mpp)
         outs = run_cell_analyses(
-            out / f"val-slide-{cfg['seed']}" / "slide.tiff",
+            folder / "slide.tiff",
             settings,
             pattern,
             names=("tam",),
@@ -306,28 +287,34 @@ def calibrate_tam(out: Path, n: int, floor: float = 0.2) -> dict[str, Any]:
             }
         )
     best = min(sweep, key=lambda r: r["mean_abs_rel_error"])
-    return {"slides": [c["seed"] for c in VALIDATION[:n]], "best": best, "sweep": sweep}
+    return {"slides": [c["seed"] for c in slides], "best": best, "sweep": sweep}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("out/eval-cells"))
     ap.add_argument("--slides", type=int, default=3)
+    ap.add_argument("--set", default="held-out", choices=tuple(SETS), help="slide set of --slides")
     ap.add_argument("--skip-slides", action="store_true")
     ap.add_argument("--size", type=int, default=8192, help="slide edge in level-0 px")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calibrate", type=int, default=0, help="validation slides for min_score")
+    ap.add_argument(
+        "--calibrate-set", default="validation", choices=tuple(SETS), help="slides of --calibrate"
+    )
     ap.add_argument("--calibrate-tam", type=int, default=0, help="validation slides for TAM peaks")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.calibrate:
-        cal = calibrate(args.out, args.calibrate, args.size)
-        atomic_write_json(args.out / "calibration.json", cal)
+        cal = calibrate(
+            args.out, args.calibrate, args.size, slides=SETS[args.calibrate_set][: args.calibrate]
+        )
+        atomic_write_json(args.out / f"calibration-{args.calibrate_set}.json", cal)
         print(json.dumps(cal["best"]))
         return 0
     if args.calibrate_tam:
-        cal = calibrate_tam(args.out, args.calibrate_tam)
-        atomic_write_json(args.out / "calibration-tam.json", cal)
+        cal = calibrate_tam(args.out, args.calibrate_tam, name=args.calibrate_set)
+        atomic_write_json(args.out / f"calibration-tam-{args.calibrate_set}.json", cal)
         print(json.dumps(cal["best"]))
         return 0
     t0 = time.perf_counter()
@@ -338,9 +325,9 @@ def main() -> int:
         "deepliif": deepliif(SHARED / "ihc" / "deepliif"),
     }
     if not args.skip_slides:
-        results["synthetic"] = evaluate_slides(args.out, args.slides, args.size)
+        results["synthetic"] = evaluate_slides(args.out, args.slides, args.size, args.set)
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    atomic_write_json(args.out / "cells.json", results)
+    atomic_write_json(args.out / f"cells-{args.set}.json", results)
     print(json.dumps(results, indent=1))
     return 0
 
