@@ -50,10 +50,16 @@ class StainMatrix:
     def from_two(
         cls, first: NDArray[np.float64], second: NDArray[np.float64], names: tuple[str, str]
     ) -> StainMatrix:
-        """Build a matrix from two stain vectors plus their normalised cross product."""
+        """Build a matrix from two stain vectors plus their normalised cross product.
+
+        The residual row is orthogonal to both stains, so the first two concentrations are the
+        least-squares unmixing on the two real stains. (Until 2026-12-04 the cross product's
+        absolute value was taken, which for H-DAB lies within 3° of haematoxylin: the matrix's
+        condition number was 279 and pixel noise of 0.01 OD became 1.2 OD of haematoxylin.)
+        """
         a, b = _unit(first), _unit(second)
         c = np.cross(a, b)
-        c = np.abs(c)  # keep the residual in the positive OD octant
+        c = c if c.sum() >= 0 else -c  # sign: the residual points into tissue OD where it can
         return cls((names[0], names[1], "residual"), np.stack([a, b, _unit(c)]))
 
     def concentrations(self, rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
