@@ -39,7 +39,9 @@ from wsi.tiling import TileReader, TileSample
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
-HeadFn = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
+#: Maps the model's output (a tensor, or a tuple of tensors for a model with several outputs,
+#: each cast to float32) to named arrays for the accumulators.
+HeadFn = Callable[[Any], Mapping[str, torch.Tensor]]
 
 
 def softmax_head(logits: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -177,7 +179,11 @@ class Engine:
                 dev.device.type, dtype=dev.amp_dtype, enabled=dev.amp_dtype is not None
             ):
                 x = self._to_input(images, spec)
-                out = dict(head(model(x).float()))
+                raw = model(x)
+                if isinstance(raw, torch.Tensor):
+                    out = dict(head(raw.float()))
+                else:  # several outputs (e.g. peaks and a stain map)
+                    out = dict(head(tuple(t.float() for t in raw)))
             if tile_stats:
                 out["focus"] = _focus(images.to(dev.device, non_blocking=True))
         return {k: v.float().cpu().numpy() for k, v in out.items()}

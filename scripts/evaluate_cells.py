@@ -235,7 +235,9 @@ def calibrate_tam(
     (already inside tumour) whose height reaches it. Per threshold: the mean relative density
     error and the mean signed bias over the slides.
     """
+    from models.analyses.mitosis import necrosis_mask, tumour_region
     from models.analyses.settings_cells import TamSettings
+    from models.analyses.tam import ViableRegion
     from models.cells.evaluation import (
         oracle_necrosis_output,
         oracle_pattern_output,
@@ -259,31 +261,40 @@ def calibrate_tam(
         folder = ensure_slide(slide_folder(out, name, cfg), cfg, 6144)
         truth = load_truth(folder)
         pattern = oracle_pattern_output(truth.label_map, truth.label_l0_per_px, truth.mpp)
+        necrosis = oracle_necrosis_output(truth.label_map, truth.label_l0_per_px)
         outs = run_cell_analyses(
-            folder / "slide.tiff",
-            settings,
-            pattern,
-            names=("tam",),
-            necrosis=oracle_necrosis_output(truth.label_map, truth.label_l0_per_px),
+            folder / "slide.tiff", settings, pattern, names=("tam",), necrosis=necrosis
         )
         rep = outs["tam"].report
+        tt = truth_tam(truth)
+        # the IHC route's point set holds every positive cell of the slide: count the region's
+        region = ViableRegion(tumour_region(pattern.data["tumour_prob"]), necrosis_mask(necrosis))
+        found = outs["tam"].points[0]
         runs.append(
             (
-                outs["tam"].points[0].scores,
+                found.scores[region.contains(found.l0_xy)],
                 float(rep["tumour_region_tissue_mm2"]),  # the density's own area basis
-                truth_tam(truth)["density_tumour"],
+                tt["density_tumour"],
+                int(rep.get("nucleated_cells") or 0),  # at tam.nucleus_peak_threshold
+                tt["fraction_tumour"],
             )
         )
         print(json.dumps({"event": "tam validation slide", "seed": cfg["seed"]}), flush=True)
     sweep: list[dict[str, Any]] = []
     for t in np.round(np.arange(floor, 0.9, 0.02), 2):
-        rel = [(float((sc >= t).sum()) / area - dens) / dens for sc, area, dens in runs]
+        rel = [(float((r[0] >= t).sum()) / r[1] - r[2]) / r[2] for r in runs]
+        frac = [float((r[0] >= t).sum()) / max(r[3], 1) for r in runs]
         sweep.append(
             {
                 "peak_threshold": float(t),
                 "mean_abs_rel_error": round(float(np.mean(np.abs(rel))), 4),
                 "bias": round(float(np.mean(rel)), 4),
                 "rel_errors": [round(r, 3) for r in rel],
+                "fraction_true_found": [
+                    [round(r[4], 3), round(f, 3)] for r, f in zip(runs, frac, strict=True)
+                ]
+                if runs[0][3]
+                else None,
             }
         )
     best = min(sweep, key=lambda r: r["mean_abs_rel_error"])
@@ -303,6 +314,7 @@ def main() -> int:
         "--calibrate-set", default="validation", choices=tuple(SETS), help="slides of --calibrate"
     )
     ap.add_argument("--calibrate-tam", type=int, default=0, help="validation slides for TAM peaks")
+    ap.add_argument("--tam-floor", type=float, default=0.2, help="lowest TAM peak threshold swept")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.calibrate:
@@ -313,7 +325,9 @@ def main() -> int:
         print(json.dumps(cal["best"]))
         return 0
     if args.calibrate_tam:
-        cal = calibrate_tam(args.out, args.calibrate_tam, name=args.calibrate_set)
+        cal = calibrate_tam(
+            args.out, args.calibrate_tam, floor=args.tam_floor, name=args.calibrate_set
+        )
         atomic_write_json(args.out / f"calibration-tam-{args.calibrate_set}.json", cal)
         print(json.dumps(cal["best"]))
         return 0

@@ -97,12 +97,23 @@ class TamSettings(_Frozen):
     )
     model: str = Field("atc-tam-v1", description="registered H&E macrophage point-detector name")
     ihc_mpp: float = Field(0.5, gt=0, description="µm/px of the IHC (DAB) pass")
+    ihc_cells: Literal["net", "dab_peaks"] = Field(
+        "net",
+        description="IHC cell detection: net = atc-tam-ihc-v1 on the unmixed H and DAB "
+        "concentrations; dab_peaks = distance-transform peaks of DAB-positive objects (classical)",
+    )
+    ihc_model: str = Field(
+        "atc-tam-ihc-v1", description="registered IHC DAB-positive cell detector (ihc_cells: net)"
+    )
+    ihc_peak_threshold: float = Field(
+        0.14, gt=0, le=1, description="heat-map peak height that counts as a DAB-positive cell"
+    )
     tile_px: int = Field(256, ge=64, description="tile edge in target px of the TAM pass")
     min_tumour_prob: float = Field(
         0.35, ge=0, le=1, description="tiles below this viable-tumour probability are skipped"
     )
     peak_threshold: float = Field(
-        0.5, gt=0, le=1, description="heat-map peak height that counts as a macrophage (H&E)"
+        0.28, gt=0, le=1, description="heat-map peak height that counts as a macrophage (H&E)"
     )
     nucleus_peak_threshold: float = Field(
         0.2, gt=0, le=1, description="heat-map peak height that counts as a nucleated cell (H&E)"

@@ -24,9 +24,15 @@ from models.analyses.pattern import tumour_probability_in_boxes
 from models.analyses.settings_cells import TamSettings
 from models.cells.candidates import nms_points
 from models.cells.dab import DabAccumulator, DabDeconvolution
-from models.cells.heat_net import MacrophageDetector
+from models.cells.heat_net import IhcMacrophageDetector, MacrophageDetector
 from models.cells.points import PointAccumulator
-from models.cells.stain import HDAB, StainEvidence, estimate_two_stains, od_from_rgb
+from models.cells.stain import (
+    HDAB,
+    StainEvidence,
+    StainMatrix,
+    estimate_two_stains,
+    od_from_rgb,
+)
 from models.cells.stain import stain_evidence as _evidence
 from models.registry import ModelSpec
 from wsi.results import PointSet, RasterMap
@@ -142,19 +148,7 @@ def _run_he(
     grid = _grid(ctx, spec.input_mpp, s, spec.overlap_px)
     prob = tumour_probability_in_boxes(ctx.results["pattern"], grid.l0_xy, grid.l0_tile)
     idx = np.flatnonzero(prob >= s.min_tumour_prob).astype(np.int64)
-    accs = [
-        PointAccumulator(
-            "peaks",
-            _channel(c),
-            1,
-            l0_per_px=grid.l0_tile / grid.tile_px,
-            tile_px=grid.tile_px,
-            margin_px=spec.overlap_px / 2,
-            grid=grid,
-            scanned=idx,
-        )
-        for c in (0, 1)
-    ]
+    accs = [_point_acc(grid, spec.overlap_px, c, idx) for c in (0, 1)]
     stats = ctx.run_engine(model, spec, grid, list(accs), tag="tam", indices=idx, head=_peaks)
     mac, cells = (a.finalize() for a in accs)
     return {"model": spec.name, "mpp": spec.input_mpp}, [mac, cells], spec.provenance(), stats
@@ -163,7 +157,6 @@ def _run_he(
 def _run_ihc(
     ctx: AnalysisContext, s: TamSettings, low: NDArray[np.uint8]
 ) -> tuple[dict[str, Any], list[NDArray[Any]], dict[str, Any], Any]:
-    mpp, overlap, mean, std = s.ihc_mpp, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     od = od_from_rgb(low).reshape(-1, 3)
     # At 4 µm/px DAB-stained cytoplasm is mixed with nuclei: an estimate that makes DAB more
     # haematoxylin-like than the reference reads nuclei as DAB (counts +180% on a validation
@@ -173,14 +166,63 @@ def _run_ihc(
         if s.estimate_stain_vectors
         else HDAB
     )
-    dab_row = 1
+    if s.ihc_cells == "net":
+        acc, grid, extra, prov, stats = _ihc_net(ctx, s, matrix)
+    else:
+        acc, grid, extra, prov, stats = _ihc_dab_peaks(ctx, s, matrix)
+    pos_px, tissue_px = acc.pixel_totals()
+    mpp = grid.target_mpp
+    info = {
+        "stain_vectors": {
+            "haematoxylin": np.round(matrix.vectors[0], 3).tolist(),
+            "dab": np.round(matrix.vectors[1], 3).tolist(),
+            "estimated": matrix is not HDAB,
+        },
+        "ihc_cells": s.ihc_cells,
+        "dab_positive_area_fraction": round(pos_px / tissue_px, 4) if tissue_px else None,
+        "tissue_analysed_mm2": round(tissue_px * (mpp / 1000) ** 2, 4),
+        "mpp": mpp,
+    }
+    return info, extra, prov, stats
+
+
+def _ihc_net(
+    ctx: AnalysisContext, s: TamSettings, matrix: StainMatrix
+) -> tuple[DabAccumulator, TileGrid, list[NDArray[Any]], dict[str, Any], Any]:
+    """DAB-positive cells from ``atc-tam-ihc-v1`` (unmixed with ``matrix``) + DAB-positive area."""
+    spec, model = ctx.model(s.ihc_model)
+    if not isinstance(model, IhcMacrophageDetector):
+        raise TypeError(f"tam.ihc_model {s.ihc_model!r} is not an IHC macrophage detector")
+    model.set_stains(matrix)
+    model.with_dab = True
+    model.thresholds = (s.ihc_peak_threshold, s.nucleus_peak_threshold)
+    model.min_distance_px = max(1, round(s.peak_min_distance_um / spec.input_mpp))
+    grid = _grid(ctx, spec.input_mpp, s, spec.overlap_px)
+    points = [_point_acc(grid, spec.overlap_px, c) for c in (0, 1)]
+    dab = _dab_acc(grid, s, spec.overlap_px, find_cells=False)
+    stats = ctx.run_engine(
+        model,
+        spec,
+        grid,
+        [*points, dab],
+        tag="tam-ihc",
+        head=lambda o: {"peaks": o[0], "dab": o[1]},
+    )
+    return dab, grid, [points[0].finalize(), points[1].finalize()], spec.provenance(), stats
+
+
+def _ihc_dab_peaks(
+    ctx: AnalysisContext, s: TamSettings, matrix: StainMatrix
+) -> tuple[DabAccumulator, TileGrid, list[NDArray[Any]], dict[str, Any], Any]:
+    """Classical cells: distance-transform peaks of DAB-positive objects (no learned model)."""
+    mean, std, overlap = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 16
     digest = hashlib.sha256(np.round(matrix.vectors, 4).tobytes()).hexdigest()
     spec = ModelSpec(
         name="dab-deconvolution",
-        arch=lambda: DabDeconvolution(matrix, dab_row, mean, std),
+        arch=lambda: DabDeconvolution(matrix, 1, mean, std),
         arch_name="colour deconvolution (H, DAB)",
         task="segment",
-        input_mpp=mpp,
+        input_mpp=s.ihc_mpp,
         tile_px=s.tile_px,
         classes=("dab", "od_sum"),
         mean=mean,
@@ -189,28 +231,37 @@ def _run_ihc(
         sha256=digest,
         version="1.0.0",
     )
-    grid = _grid(ctx, mpp, s, overlap)
-    acc = DabAccumulator(
-        mpp=mpp,
+    grid = _grid(ctx, s.ihc_mpp, s, overlap)
+    acc = _dab_acc(grid, s, overlap, find_cells=True)
+    stats = ctx.run_engine(spec.arch(), spec, grid, [acc], tag="tam-ihc", head=lambda o: {"dab": o})
+    return acc, grid, [acc.finalize()], spec.provenance(), stats
+
+
+def _dab_acc(grid: TileGrid, s: TamSettings, overlap: int, *, find_cells: bool) -> DabAccumulator:
+    return DabAccumulator(
+        mpp=grid.target_mpp,
         threshold=s.dab_od_threshold,
         min_cell_um2=s.dab_min_cell_um2,
         l0_per_px=grid.l0_tile / grid.tile_px,
         tile_px=grid.tile_px,
         margin_px=overlap / 2,
+        find_cells=find_cells,
     )
-    stats = ctx.run_engine(spec.arch(), spec, grid, [acc], tag="tam-ihc", head=lambda o: {"dab": o})
-    pos_px, tissue_px = acc.pixel_totals()
-    info = {
-        "stain_vectors": {
-            "haematoxylin": np.round(matrix.vectors[0], 3).tolist(),
-            "dab": np.round(matrix.vectors[1], 3).tolist(),
-            "estimated": matrix is not HDAB,
-        },
-        "dab_positive_area_fraction": round(pos_px / tissue_px, 4) if tissue_px else None,
-        "tissue_analysed_mm2": round(tissue_px * (mpp / 1000) ** 2, 4),
-        "mpp": mpp,
-    }
-    return info, [acc.finalize()], spec.provenance(), stats
+
+
+def _point_acc(
+    grid: TileGrid, overlap: int, channel: int, scanned: NDArray[np.int64] | None = None
+) -> PointAccumulator:
+    return PointAccumulator(
+        "peaks",
+        _channel(channel),
+        1,
+        l0_per_px=grid.l0_tile / grid.tile_px,
+        tile_px=grid.tile_px,
+        margin_px=overlap / 2,
+        grid=grid,
+        scanned=scanned,
+    )
 
 
 def _channel(c: int) -> Any:
@@ -291,10 +342,15 @@ class TamAnalysis:
                 "area_basis": _AREA_BASIS,
             }
         else:
-            info, (pos,), prov, stats = _run_ihc(ctx, s, low)
-            mac = _dedup(pos, radius)
+            info, found, prov, stats = _run_ihc(ctx, s, low)
+            mac = _dedup(found[0], radius)
             in_t = mac[region.contains(mac[:, :2])]
             tissue = info["tissue_analysed_mm2"]
+            fraction = None
+            if len(found) > 1:  # the network also finds every nucleated (counterstained) cell
+                cells = _dedup(found[1], radius)
+                n_cells = max(int(region.contains(cells[:, :2]).sum()), len(in_t))
+                fraction = round(len(in_t) / n_cells, 4) if n_cells else None
             report |= info | {
                 "positive_cells": len(mac),
                 "positive_cells_in_tumour": len(in_t),
@@ -303,7 +359,7 @@ class TamAnalysis:
                 "density_per_mm2": _per_mm2(len(in_t), region_mm2)
                 if region_mm2
                 else _per_mm2(len(mac), tissue),
-                "tam_fraction": None,
+                "tam_fraction": fraction,
                 "area_basis": _AREA_BASIS if region_mm2 else "tissue analysed",
                 "note": "tumour regions come from the pattern model, trained on H&E; on IHC "
                 "slides check them, or use positive_cells_per_mm2_tissue",

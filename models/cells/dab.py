@@ -1,8 +1,11 @@
-"""DAB-positive cell detection on IHC tiles (CD68 / CD163) after colour deconvolution.
+"""DAB-positive area, and the classical DAB-positive cell detection, on IHC tiles (CD68 / CD163)
+after colour deconvolution.
 
-Pure numpy/scipy: a DAB concentration map is thresholded, small specks dropped, and each
-positive object split into cells at the peaks of its distance transform (thin ramified processes
-have a small distance to the background, so they never make a cell on their own).
+Pure numpy/scipy: a DAB concentration map is thresholded and small specks dropped; that gives the
+DAB-positive area fraction. The classical cell detection (``tam.ihc_cells: dab_peaks``) splits
+each positive object into cells at the peaks of its distance transform (thin ramified processes
+have a small distance to the background, so they never make a cell on their own); the default
+cell detection is the learned ``atc-tam-ihc-v1`` (``models.cells.heat_net``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def dab_cells(
     min_body_um: float = 2.0,
     tissue_od: float = 0.1,
     core_margin_px: int = 0,
+    find_cells: bool = True,
 ) -> DabCells:
     """Find DAB-positive cells in a DAB concentration map.
 
@@ -62,6 +66,7 @@ def dab_cells(
         min_body_um: a cell centre is at least this far (µm) inside the positive object.
         tissue_od: OD sum above which a pixel is tissue.
         core_margin_px: pixel counts skip this many border pixels (the tile overlap share).
+        find_cells: False = pixel counts only (no cells).
     """
     smooth = ndi.gaussian_filter(np.asarray(dab, dtype=np.float32), sigma=max(0.5 / mpp, 0.5))
     pos = smooth > threshold
@@ -74,8 +79,8 @@ def dab_cells(
     m = int(core_margin_px)
     core = (slice(m, pos.shape[0] - m), slice(m, pos.shape[1] - m))
     tissue_px = int((od_sum[core] > tissue_od).sum())
-    if not pos.any():
-        return DabCells(np.zeros((0, 2), dtype=np.int64), 0, tissue_px)
+    if not pos.any() or not find_cells:
+        return DabCells(np.zeros((0, 2), dtype=np.int64), int(pos[core].sum()), tissue_px)
     dist = ndi.distance_transform_edt(pos).astype(np.float32) * mpp  # µm to the background
     peaks = find_peaks(
         dist, threshold=min_body_um, min_distance_px=max(1, round(cell_radius_um / mpp))
@@ -130,7 +135,10 @@ def _no_decode(raw: NDArray[np.float32]) -> NDArray[np.float32]:
 
 
 class DabAccumulator(PointAccumulator):
-    """Per-tile DAB-positive cells (level-0 points) plus positive and tissue pixel counts."""
+    """Per-tile DAB-positive cells (level-0 points) plus positive and tissue pixel counts.
+
+    With ``find_cells=False`` only the pixel counts are kept (the cells come from a network).
+    """
 
     def __init__(
         self,
@@ -141,12 +149,15 @@ class DabAccumulator(PointAccumulator):
         l0_per_px: float,
         tile_px: int,
         margin_px: float,
+        key: str = "dab",
+        find_cells: bool = True,
     ) -> None:
         self.mpp, self.threshold, self.min_cell_um2 = mpp, threshold, min_cell_um2
+        self.find_cells = bool(find_cells)
         self.margin = int(margin_px)
         self.counts: dict[int, tuple[int, int]] = {}
         super().__init__(
-            "dab", _no_decode, 0, l0_per_px=l0_per_px, tile_px=tile_px, margin_px=margin_px
+            key, _no_decode, 0, l0_per_px=l0_per_px, tile_px=tile_px, margin_px=margin_px
         )
 
     def add(self, outputs: Mapping[str, NDArray[np.float32]], meta: BatchMeta) -> None:
@@ -165,6 +176,7 @@ class DabAccumulator(PointAccumulator):
                 threshold=self.threshold,
                 min_cell_um2=self.min_cell_um2,
                 core_margin_px=m,
+                find_cells=self.find_cells,
             )
             self.counts[int(tile)] = (res.positive_px, res.tissue_px)
             self.store_tile(int(tile), meta.l0_xy[b], res.rc.astype(np.float64))

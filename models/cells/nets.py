@@ -64,11 +64,11 @@ class CellHeatNet(nn.Module):
     (N, n_out, H / 2, W / 2).
     """
 
-    def __init__(self, n_out: int = 2, width: int = 16) -> None:
+    def __init__(self, n_out: int = 2, width: int = 16, in_ch: int = 3) -> None:
         super().__init__()
         w = width
         self.stem = nn.Sequential(
-            nn.Conv2d(3, w, 3, stride=2, padding=1, bias=False),
+            nn.Conv2d(in_ch, w, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(w),
             nn.ReLU(inplace=True),
         )

@@ -1,4 +1,5 @@
-"""Registry entries of the cell models: the mitosis detector and the H&E macrophage detector.
+"""Registry entries of the cell models: the mitosis detector and the macrophage detectors (H&E;
+CD68 / CD163 IHC).
 
 The sha256 constants are written by the training scripts (``scripts/train_mitosis.py``,
 ``scripts/train_macrophage.py``) together with the weights and the model card.
@@ -6,13 +7,14 @@ The sha256 constants are written by the training scripts (``scripts/train_mitosi
 
 from __future__ import annotations
 
-from models.cells.heat_net import MacrophageDetector
+from models.cells.heat_net import IhcMacrophageDetector, MacrophageDetector
 from models.cells.mitosis_net import CROP_PX, MEAN, STD, MitosisTileDetector
 from models.registry import ModelSpec, register_model
 from wsi.synthetic.classes import MITOSIS_CLASSES
 
 MITOSIS_V1_SHA256 = "8ced0d27c682658051e57ab267b42b6bcc3d0c021fdcad035b0e62b68decca3a"
-TAM_V1_SHA256 = "82d4a776b2e07c548e1c1221bfed2dfc33ccac670a6e189365a75fb0f70b402b"
+TAM_V1_SHA256 = "ae1b26170057326bf7caba9c57d399ec1ca963a21d27a3023484558074dfee7f"
+TAM_IHC_V1_SHA256 = "03549c657542dc69956bd42325ccedd2af10ead158bae9695b68ceb0af4e2e4f"
 
 #: Output channels of the H&E cell heat-map network.
 TAM_CLASSES: tuple[str, str] = ("macrophage", "nucleated_cell")
@@ -56,6 +58,30 @@ def atc_tam_v1() -> ModelSpec:
         std=STD,
         weights_file="atc-tam-v1.pt",
         sha256=TAM_V1_SHA256,
-        version="1.1.0",
+        version="1.2.0",
+        overlap_px=32,
+    )
+
+
+@register_model("atc-tam-ihc-v1")
+def atc_tam_ihc_v1() -> ModelSpec:
+    """DAB-positive cell centres on CD68 / CD163 IHC at 0.5 µm/px, from the unmixed haematoxylin
+    and DAB concentrations (see model card)."""
+    return ModelSpec(
+        name="atc-tam-ihc-v1",
+        arch=IhcMacrophageDetector,
+        arch_name=(
+            "IhcMacrophageDetector(H-DAB colour deconvolution in the graph + CellHeatNet "
+            "U-Net(16-24-48-64) on 2 concentrations), 2 sigmoid heat maps at half resolution"
+        ),
+        task="detect",
+        input_mpp=0.5,
+        tile_px=256,
+        classes=TAM_CLASSES,
+        mean=MEAN,
+        std=STD,
+        weights_file="atc-tam-ihc-v1.pt",
+        sha256=TAM_IHC_V1_SHA256,
+        version="1.0.0",
         overlap_px=32,
     )

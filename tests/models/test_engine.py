@@ -139,3 +139,25 @@ def test_memory_stays_flat_over_many_tiles() -> None:
     )
     quarter = next(rss for done, rss in samples if done >= len(big) // 4)
     assert samples[-1][1] - quarter < 25.0, samples[::5]
+
+
+class _TwoOutputs(torch.nn.Module):
+    """A model with two outputs of different shapes (as the IHC detector: peaks and a map)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.mean(dim=(2, 3)), x[:, :1, ::8, ::8]
+
+
+def test_models_with_several_outputs_reach_their_accumulators(grid: TileGrid) -> None:
+    engine = Engine(resolve_device("cpu", "fp32"), EngineSettings(batch_size=8, num_workers=0))
+    means = TileArrayAccumulator(len(grid), "means", (3,))
+    stats = engine.run(
+        _TwoOutputs(),
+        get_spec("atc-pattern-v1"),
+        TileReader(CMU, grid),
+        [means],
+        head=lambda o: {"means": o[0], "maps": o[1]},
+    )
+    out = means.finalize()
+    assert stats.n_tiles == len(grid)
+    assert np.isfinite(out).all() and out.shape == (len(grid), 3)

@@ -61,15 +61,21 @@ def _true_region_density(truth: SlideTruth, report: dict[str, object]) -> float:
 
 
 @pytest.mark.slow
-def test_ihc_route_on_cd68_slide(tmp_path_factory: pytest.TempPathFactory) -> None:
+@pytest.mark.parametrize("cells", ["net", "dab_peaks"])
+def test_ihc_route_on_cd68_slide(tmp_path_factory: pytest.TempPathFactory, cells: str) -> None:
     folder, truth = _slide(tmp_path_factory, "cd68")
-    res = _run(folder, truth)  # route auto: must pick IHC from the DAB on the slide
+    res = _run(folder, truth, ihc_cells=cells)  # route auto: must pick IHC from the DAB
     rep = res["report"]
     assert isinstance(rep, dict)
     assert rep["route"] == "ihc" and rep["stain"] == "cd68" and not rep["warnings"]
+    assert rep["ihc_cells"] == cells
     true_region = _true_region_density(truth, rep)
     assert relative_error(rep["density_per_mm2"], true_region) <= 0.3, (rep, true_region)
     assert 0.0 < rep["dab_positive_area_fraction"] < 0.6
+    if cells == "net":  # the network also finds the counterstained nuclei
+        assert 0.0 < rep["tam_fraction"] < 1.0
+    else:
+        assert rep["tam_fraction"] is None
     out = res["out"]
     assert [m.name for m in out.maps] == ["tam_density"]  # type: ignore[attr-defined]
     assert out.maps[0].unit == "cells/mm²"  # type: ignore[attr-defined]

@@ -131,3 +131,34 @@ def test_viable_region_leaves_out_necrosis() -> None:
     pts = np.array([[100.0, 100.0], [600.0, 100.0], [1200.0, 100.0]])
     assert viable.contains(pts).tolist() == [False, True, False]
     assert ViableRegion(region, None).contains(pts).tolist() == [True, True, False]
+
+
+def test_ihc_detector_unmixes_dab_and_haematoxylin_in_the_graph() -> None:
+    import torch
+
+    from models.cells.heat_net import IhcMacrophageDetector
+    from models.cells.stain import StainMatrix
+
+    shape = (64, 64)
+    dab = _disk(shape, [(20, 20)], 8) * 0.8
+    hae = _disk(shape, [(44, 44)], 6) * 0.6
+    rgb = _render({"d": dab, "h": hae})
+    det = IhcMacrophageDetector(with_dab=True).eval()
+    x = (torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0 - 0.5) / 0.25
+    conc, od_sum = det.concentrations(x)
+    h_map, d_map = conc[0, 0].numpy(), conc[0, 1].numpy()
+    assert d_map[20, 20] == pytest.approx(0.8, abs=0.08) and abs(h_map[20, 20]) < 0.08
+    assert h_map[44, 44] == pytest.approx(0.6, abs=0.08) and abs(d_map[44, 44]) < 0.08
+    assert float(od_sum[0, 0, 0, 0]) < 0.02  # white background
+    peaks, maps = det(x)
+    assert peaks.shape[:2] == (1, 2) and peaks.shape[-1] == 3
+    assert maps.shape == (1, 2, *shape)
+    assert maps[0, 0, 20, 20] == pytest.approx(0.8, abs=0.08)
+    # the slide's own stain vectors unmix the DAB map; the network input keeps the reference
+    before, net_in = det.area_unmix.clone(), det.unmix.clone()
+    other = StainMatrix.from_two(HAEMATOXYLIN, EOSIN, ("haematoxylin", "eosin"))
+    det.set_stains(other)
+    assert not torch.allclose(before, det.area_unmix)
+    assert torch.allclose(net_in, det.unmix)
+    det.set_stains(HDAB)
+    assert torch.allclose(before, det.area_unmix)
