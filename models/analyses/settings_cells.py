@@ -52,7 +52,7 @@ class MitosisSettings(_Frozen):
         "flips/rotations of their crop (1: off)",
     )
     min_score: float = Field(
-        0.85, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
+        0.87, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
     )
     tripolar_min_score: float = Field(
         1.01,

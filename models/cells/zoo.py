@@ -12,7 +12,7 @@ from models.cells.mitosis_net import CROP_PX, MEAN, STD, MitosisTileDetector
 from models.registry import ModelSpec, register_model
 from wsi.synthetic.classes import MITOSIS_CLASSES
 
-MITOSIS_V1_SHA256 = "8ced0d27c682658051e57ab267b42b6bcc3d0c021fdcad035b0e62b68decca3a"
+MITOSIS_V1_SHA256 = "92495da3d661131be91325c03a7cf9a4ae47a08fb94720ded61c6cc552341adb"
 TAM_V1_SHA256 = "ae1b26170057326bf7caba9c57d399ec1ca963a21d27a3023484558074dfee7f"
 TAM_IHC_V1_SHA256 = "03549c657542dc69956bd42325ccedd2af10ead158bae9695b68ceb0af4e2e4f"
 
@@ -37,7 +37,7 @@ def atc_mitosis_v1() -> ModelSpec:
         std=STD,
         weights_file="atc-mitosis-v1.pt",
         sha256=MITOSIS_V1_SHA256,
-        version="1.2.0",
+        version="1.3.0",
         overlap_px=64,
         extra={"crop_px": float(CROP_PX)},
     )
