@@ -53,8 +53,34 @@ def ami_br(det: MitosisTileDetector, root: Path) -> dict[str, Any]:
     }
 
 
-def deepliif(root: Path, mpp: float = 0.5, threshold: float = 0.15) -> dict[str, Any]:
-    """DAB-positive cell counts on the real Ki67 tiles vs their masks (red = positive nuclei)."""
+def _net_cells(rgb: np.ndarray, peak_threshold: float, min_distance_um: float = 4.0) -> int:
+    """DAB-positive cells found by ``atc-tam-ihc-v1`` in one tile at 0.5 µm/px (default peaks)."""
+    from models.cells import zoo  # noqa: F401
+    from models.cells.candidates import nms_points
+    from models.cells.heat_net import IhcMacrophageDetector
+    from models.registry import create_model
+
+    det = create_model("atc-tam-ihc-v1")
+    assert isinstance(det, IhcMacrophageDetector)
+    det.thresholds = (peak_threshold, 0.2)
+    det.min_distance_px = round(min_distance_um / 0.5)
+    h, w = (-(-d // 8) * 8 for d in rgb.shape[:2])
+    pad = np.full((h, w, 3), 255, np.uint8)
+    pad[: rgb.shape[0], : rgb.shape[1]] = rgb
+    x = normalise(torch.from_numpy(pad).permute(2, 0, 1)[None].float() / 255, MEAN, STD)
+    with torch.inference_mode():
+        peaks = det.eval()(x)[0, 0].numpy()
+    peaks = peaks[peaks[:, 2] >= 0]
+    keep = nms_points(peaks[:, [1, 0]].astype(np.float64), peaks[:, 2], min_distance_um / 0.5)
+    return len(keep)
+
+
+def deepliif(
+    root: Path, mpp: float = 0.5, threshold: float = 0.15, peak_threshold: float = 0.14
+) -> dict[str, Any]:
+    """DAB-positive cell counts on the real Ki67 tiles vs their masks (red = positive nuclei):
+    the classical DAB peaks (``detected``) and the ``atc-tam-ihc-v1`` network (``detected_net``,
+    at the default ``tam.ihc_peak_threshold``)."""
     out = []
     for f in sorted((root / "ihc").glob("*.png")):
         rgb = np.asarray(Image.open(f).convert("RGB"))
@@ -68,17 +94,21 @@ def deepliif(root: Path, mpp: float = 0.5, threshold: float = 0.15) -> dict[str,
                 "tile": f.name,
                 "true_positive_nuclei": n_true,
                 "detected": len(res.rc),
+                "detected_net": _net_cells(rgb, peak_threshold),
                 "dab_area_fraction": round(res.positive_px / max(res.tissue_px, 1), 4),
                 "true_positive_area_fraction": round(float(red.mean()), 4),
             }
         )
     tot_t = sum(int(o["true_positive_nuclei"]) for o in out)  # type: ignore[call-overload]
     tot_d = sum(int(o["detected"]) for o in out)  # type: ignore[call-overload]
+    tot_n = sum(int(o["detected_net"]) for o in out)  # type: ignore[call-overload]
     return {
         "tiles": out,
         "total_true": tot_t,
         "total_detected": tot_d,
         "count_ratio": round(tot_d / max(tot_t, 1), 3),
+        "total_detected_net": tot_n,
+        "count_ratio_net": round(tot_n / max(tot_t, 1), 3),
         "assumed_mpp": mpp,
         "note": "Ki67 is nuclear DAB, not CD68/CD163 cytoplasm; mpp of the tiles is assumed.",
     }
