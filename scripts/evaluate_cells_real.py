@@ -76,7 +76,7 @@ def _net_cells(rgb: np.ndarray, peak_threshold: float, min_distance_um: float = 
 
 
 def deepliif(
-    root: Path, mpp: float = 0.5, threshold: float = 0.15, peak_threshold: float = 0.14
+    root: Path, mpp: float = 0.5, threshold: float = 0.15, peak_threshold: float = 0.1
 ) -> dict[str, Any]:
     """DAB-positive cell counts on the real Ki67 tiles vs their masks (red = positive nuclei):
     the classical DAB peaks (``detected``) and the ``atc-tam-ihc-v1`` network (``detected_net``,

@@ -37,6 +37,12 @@ class TissueSettings(_Frozen):
         0.04, ge=0, description="lowest optical-density threshold Otsu may choose"
     )
     saturation_floor: float = Field(0.05, ge=0, le=1, description="lowest saturation threshold")
+    glass_margin_od: float = Field(
+        0.03, ge=0, description="OD threshold at most this above the glass (palest 5% of pixels)"
+    )
+    glass_margin_saturation: float = Field(
+        0.03, ge=0, le=1, description="saturation threshold at most this above the glass"
+    )
     reject_pen: bool = Field(True, description="remove blue, green and black pen ink")
 
 

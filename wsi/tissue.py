@@ -125,8 +125,15 @@ def detect_tissue(
     t_sat = float(settings.saturation_floor)
     informative = od > t_od / 2
     if informative.sum() > 64 and np.ptp(od[informative]) > 1e-3:
-        t_od = max(t_od, float(filters.threshold_otsu(od[informative])) * 0.5)
-        t_sat = max(t_sat, float(filters.threshold_otsu(sat[informative])) * 0.5)
+        # Otsu splits glass from tissue on H&E; on DAB IHC it can split brown from pale
+        # counterstained tissue instead (40-60% of the tissue lost on CD68 slides), so neither
+        # threshold may sit further above the glass (the palest 5% of the image) than a margin.
+        glass_od = float(np.percentile(od, 5))
+        glass_sat = float(np.percentile(sat[od <= glass_od], 95))
+        cap_od = glass_od + settings.glass_margin_od
+        cap_sat = glass_sat + settings.glass_margin_saturation
+        t_od = max(t_od, min(float(filters.threshold_otsu(od[informative])) * 0.5, cap_od))
+        t_sat = max(t_sat, min(float(filters.threshold_otsu(sat[informative])) * 0.5, cap_sat))
     tissue = (od > t_od) & ((sat > t_sat) | (od > 4 * t_od))
     pen = pen_ink(rgb) if settings.reject_pen else np.zeros_like(tissue)
     nonglass = int(tissue.sum()) or 1

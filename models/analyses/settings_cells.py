@@ -106,7 +106,7 @@ class TamSettings(_Frozen):
         "atc-tam-ihc-v1", description="registered IHC DAB-positive cell detector (ihc_cells: net)"
     )
     ihc_peak_threshold: float = Field(
-        0.14, gt=0, le=1, description="heat-map peak height that counts as a DAB-positive cell"
+        0.1, gt=0, le=1, description="heat-map peak height that counts as a DAB-positive cell"
     )
     tile_px: int = Field(256, ge=64, description="tile edge in target px of the TAM pass")
     min_tumour_prob: float = Field(
