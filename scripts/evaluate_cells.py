@@ -31,26 +31,15 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def truth_tam(truth: Any) -> dict[str, float]:
     """True macrophage density in viable tumour (and per tissue) and fraction of nucleated cells."""
-    from wsi.synthetic.classes import PATTERN_CLASSES, TUMOUR_PATTERNS
-
-    lab, f = truth.label_map, truth.label_l0_per_px
-    tum_vals = [PATTERN_CLASSES.index(c) for c in TUMOUR_PATTERNS]
-
-    def in_tumour(xy: np.ndarray) -> np.ndarray:
-        r = np.clip((xy[:, 1] // f).astype(int), 0, lab.shape[0] - 1)
-        c = np.clip((xy[:, 0] // f).astype(int), 0, lab.shape[1] - 1)
-        return np.isin(lab[r, c], tum_vals)
-
-    px_mm2 = (f * truth.mpp / 1000) ** 2
-    viable = float(np.isin(lab, tum_vals).sum()) * px_mm2
-    tissue = float((lab != 0).sum()) * px_mm2
-    mac_t = int(in_tumour(truth.macrophages).sum())
-    nuc_t = int(in_tumour(truth.nucleated).sum())
+    px_mm2 = (truth.label_l0_per_px * truth.mpp / 1000) ** 2
+    tissue = float((truth.label_map != 0).sum()) * px_mm2
+    mac_t = int(truth.in_viable_tumour(truth.macrophages).sum())
+    nuc_t = int(truth.in_viable_tumour(truth.nucleated).sum())
     return {
-        "density_tumour": mac_t / viable if viable else 0.0,
+        "density_tumour": truth.tumour_macrophage_density(),
         "density_tissue": len(truth.macrophages) / tissue if tissue else 0.0,
         "fraction_tumour": mac_t / nuc_t if nuc_t else 0.0,
-        "viable_mm2": viable,
+        "viable_mm2": truth.viable_tumour_mm2(),
         "tissue_mm2": tissue,
     }
 

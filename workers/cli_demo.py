@@ -76,8 +76,11 @@ def _line(report: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _compare(report: dict[str, Any], truth: dict[str, Any]) -> None:
-    """Print measured figures beside the generator's ground truth."""
+def _compare(report: dict[str, Any], truth: dict[str, Any], tam_truth: float | None) -> None:
+    """Print measured figures beside the generator's ground truth.
+
+    ``tam_truth``: macrophages on viable tumour per mm² of it (``SlideTruth``).
+    """
     areas = truth.get("areas_mm2", {})
     rows = [("tissue mm²", report["tissue"]["area_mm2"], truth.get("tissue_area_mm2"))]
     if "necrosis" in report:
@@ -97,8 +100,7 @@ def _compare(report: dict[str, Any], truth: dict[str, Any]) -> None:
         )
     tam = report.get("tam", {})
     if tam.get("density_per_mm2") is not None:
-        dens = truth.get("densities_per_mm2_viable_tumour", {})
-        rows.append(("TAM per mm² tumour", tam["density_per_mm2"], dens.get("macrophage")))
+        rows.append(("TAM per mm² tumour", tam["density_per_mm2"], tam_truth))
     typer.echo("  measured vs ground truth:")
     for name, got, want in rows:
         want_s = "n/a" if want is None else f"{want:.3g}"
@@ -118,6 +120,7 @@ def demo(
 ) -> None:
     """Make a synthetic ATC slide, analyse it in-process and write report and overlays."""
     from workers.settings import load_settings
+    from wsi.synthetic.truth import load_truth
 
     with handle_errors():
         settings = load_settings(config, overrides={"engine": {"device": device}})
@@ -126,7 +129,7 @@ def demo(
         report = _analyse(slide, out / "synthetic", settings)
         typer.echo(f"  {_line(report)}")
         truth = json.loads((slide.parent / "truth.json").read_text())
-        _compare(report, truth)
+        _compare(report, truth, load_truth(slide.parent).tumour_macrophage_density())
         if real and REAL_SLIDE.exists():
             typer.echo(f"analysing the real H&E slide {REAL_SLIDE.name} …")
             real_report = _analyse(REAL_SLIDE, out / "real", settings)

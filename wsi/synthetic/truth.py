@@ -61,6 +61,27 @@ class SlideTruth:
     nucleated_is_macrophage: NDArray[np.bool_]
     info: dict[str, Any]
 
+    def in_viable_tumour(self, l0_xy: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Whether each level-0 (x, y) lies on a viable-tumour pixel of the label map."""
+        pts = np.asarray(l0_xy, dtype=np.float64).reshape(-1, 2)
+        lab, f = self.label_map, self.label_l0_per_px
+        r = np.clip((pts[:, 1] // f).astype(int), 0, lab.shape[0] - 1)
+        c = np.clip((pts[:, 0] // f).astype(int), 0, lab.shape[1] - 1)
+        tumour = [PATTERN_CLASSES.index(k) for k in TUMOUR_PATTERNS]
+        return np.asarray(np.isin(lab[r, c], tumour), dtype=bool)
+
+    def viable_tumour_mm2(self) -> float:
+        """Viable-tumour area of the label map in mm²."""
+        tumour = [PATTERN_CLASSES.index(k) for k in TUMOUR_PATTERNS]
+        px_mm2 = (self.label_l0_per_px * self.mpp / 1000.0) ** 2
+        return float(np.isin(self.label_map, tumour).sum()) * px_mm2
+
+    def tumour_macrophage_density(self) -> float:
+        """Macrophages on viable tumour per mm² of viable tumour (``truth.json``'s density counts
+        every macrophage of the slide, non-tumour tissue included, over the same area)."""
+        area = self.viable_tumour_mm2()
+        return float(self.in_viable_tumour(self.macrophages).sum()) / area if area else 0.0
+
 
 def _hotspot(mit: F64, width: int, height: int, mpp: float) -> dict[str, Any]:
     """Return the 2 mm² circle (level-0 px) holding the most mitoses, searched on a 20 µm grid."""
