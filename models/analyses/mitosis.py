@@ -16,7 +16,9 @@ import torch
 from numpy.typing import NDArray
 
 import models.cells.zoo  # noqa: F401  (registers the cell models)
+from models.accumulate import TileArrayAccumulator
 from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
+from models.analyses.focus import out_of_focus
 from models.analyses.hotspot import RegionMask, densest_circle, hpf_circle_area_mm2
 from models.analyses.pattern import tumour_probability_in_boxes
 from models.analyses.settings_cells import MitosisSettings
@@ -212,24 +214,55 @@ class MitosisAnalysis:
             grid=grid,
             scanned=indices,
         )
-        stats = ctx.run_engine(model, spec, grid, [acc], tag=self.name, indices=indices, head=_head)
+        focus = TileArrayAccumulator(len(grid), "focus", ())
+        stats = ctx.run_engine(
+            model,
+            spec,
+            grid,
+            [acc, focus],
+            tag=self.name,
+            indices=indices,
+            head=_head,
+            tile_stats=True,
+        )
         mpp = ctx.slide.mpp
         det = finalise_detections(acc.finalize(), ms.nms_um / mpp)
         det, in_necrosis = drop_in_necrosis(det, ctx.results.get("necrosis"))
         viable = pattern.data.get("viable_tumour_mm2")
+        viable_mm2 = float(viable) if viable is not None else None
+        region = tumour_region(pattern.data["tumour_prob"])
+        blur = out_of_focus(grid, indices, focus.finalize(), ms.min_relative_focus)
+        blur_report: dict[str, Any] = {"tiles": 0, "tumour_mm2": 0.0}
+        if blur is not None:
+            blurred_mm2 = blur.tissue_mm2_in(region, ctx.tissue, mpp)
+            dropped = blur.cores.contains(det[:, :2])
+            det, region = det[~dropped], blur.region_without(region)
+            if viable_mm2 is not None:
+                viable_mm2 = max(viable_mm2 - blurred_mm2, 0.0)
+            blur_report = {
+                "tiles": blur.n_tiles,
+                "tumour_mm2": round(blurred_mm2, 4),
+                "detections_dropped": int(dropped.sum()),
+                "focus_threshold": round(blur.threshold, 2),
+                "median_focus": round(blur.median, 2),
+            }
         report, points, circles = summarise_mitoses(
-            det,
-            mpp=mpp,
-            region=tumour_region(pattern.data["tumour_prob"]),
-            viable_tumour_mm2=float(viable) if viable is not None else None,
-            settings=ms,
+            det, mpp=mpp, region=region, viable_tumour_mm2=viable_mm2, settings=ms
         )
+        total = float(viable) if viable else 0.0
+        if total and blur_report["tumour_mm2"] > 0.1 * total:
+            report["warnings"].append(
+                f"{blur_report['tumour_mm2']:.2f} mm² of the viable tumour "
+                f"({100 * blur_report['tumour_mm2'] / total:.0f}%) is out of focus and was not "
+                "counted (mitosis.min_relative_focus); consider rescanning"
+            )
         report = {
             "model": spec.name,
             "mpp": spec.input_mpp,
             "tiles_scanned": len(indices),
             "tiles_in_tissue": len(grid),
             "dropped_in_necrosis": in_necrosis,
+            "out_of_focus_excluded": blur_report,
             **report,
         }
         return AnalysisOutput(

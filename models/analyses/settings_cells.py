@@ -54,6 +54,14 @@ class MitosisSettings(_Frozen):
     min_score: float = Field(
         0.87, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
     )
+    min_relative_focus: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="a scanned tile whose focus (grey Laplacian variance) is below this share of "
+        "the median of the scanned tiles is out of focus: its detections and its tumour area are "
+        "left out (0 = off)",
+    )
     tripolar_min_score: float = Field(
         1.01,
         ge=0,

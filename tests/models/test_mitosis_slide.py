@@ -79,6 +79,8 @@ def test_mitoses_found_and_counted(he_slide: tuple[Path, SlideTruth]) -> None:
     # the held-out target (F1 ≥ 0.85) is measured on larger slides by scripts/evaluate_cells.py;
     # this 15-figure slide guards against regressions
     assert m["f1"] >= 0.6, m
+    # a sharp slide loses no tile to the out-of-focus rule (models.analyses.focus)
+    assert out.report["out_of_focus_excluded"]["tiles"] == 0, out.report["out_of_focus_excluded"]
     n_true = len(truth.mitoses)
     assert abs(out.report["count_total"] - n_true) <= max(3, 0.3 * n_true), (out.report, m)
     assert out.report["count_tripolar"] + out.report["count_typical"] == out.report["count_total"]
@@ -129,3 +131,46 @@ def test_ihc_slide_gives_a_warning_not_mitoses(tmp_path_factory: pytest.TempPath
     assert rep["count_total"] is None
     assert "immunohistochemistry" in rep["warnings"][0]
     assert out["mitosis"].points == []
+
+
+@pytest.mark.slow
+def test_out_of_focus_part_is_left_out(he_slide: tuple[Path, SlideTruth], tmp_path: Path) -> None:
+    """A copy of the test slide with its left strip blurred: no mitoses counted there."""
+    from scipy import ndimage as ndi
+
+    from tests.slide_helpers import write_pyramid
+    from wsi.slide import open_slide
+
+    folder, truth = he_slide
+    with open_slide(folder / "slide.tiff") as slide:
+        w, h = slide.dimensions
+        rgb = slide.read_region((0, 0), 0, (w, h))[..., :3].copy()
+    strip = 1000  # level-0 px (250 µm): still a minority of the tiles, the median stays sharp
+    rgb[:, :strip] = ndi.gaussian_filter(rgb[:, :strip], sigma=(4, 4, 0))
+
+    def color(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        r = np.clip(y.astype(int), 0, h - 1)
+        c = np.clip(x.astype(int), 0, w - 1)
+        return rgb[r, c]
+
+    blurred = write_pyramid(tmp_path / "blurred.tiff", w, h, truth.mpp, color, tile=256)
+    pattern = oracle_pattern_output(truth.label_map, truth.label_l0_per_px, truth.mpp)
+    necrosis = oracle_necrosis_output(truth.label_map, truth.label_l0_per_px)
+    runs = {
+        rel: run_cell_analyses(
+            blurred, _settings(min_relative_focus=rel), pattern, ("mitosis",), necrosis
+        )["mitosis"]
+        for rel in (0.0, 0.35)
+    }
+    off, on = runs[0.0], runs[0.35]
+    excluded = on.report["out_of_focus_excluded"]
+    assert off.report["out_of_focus_excluded"]["tiles"] == 0
+    assert excluded["tiles"] >= 1 and excluded["tumour_mm2"] > 0, excluded
+    assert excluded["detections_dropped"] >= 1, excluded
+    # every tile called out of focus lies in the blurred strip, so nothing right of it is lost
+    kept = on.data["detections"]
+    right = off.data["detections"][off.data["detections"][:, 0] > strip + 512]
+    assert len(kept) <= len(off.data["detections"])
+    assert all(np.hypot(*(kept[:, :2] - p[:2]).T).min() < 1 for p in right)
+    if on.report["per_mm2_viable_tumour"] is not None:
+        assert on.report["viable_tumour_mm2"] < off.report["viable_tumour_mm2"]
