@@ -214,16 +214,17 @@ class MitosisAnalysis:
             grid=grid,
             scanned=indices,
         )
+        judge_focus = ms.min_relative_focus > 0
         focus = TileArrayAccumulator(len(grid), "focus", ())
         stats = ctx.run_engine(
             model,
             spec,
             grid,
-            [acc, focus],
+            [acc, focus] if judge_focus else [acc],
             tag=self.name,
             indices=indices,
             head=_head,
-            tile_stats=True,
+            tile_stats=judge_focus,
         )
         mpp = ctx.slide.mpp
         det = finalise_detections(acc.finalize(), ms.nms_um / mpp)
