@@ -119,6 +119,8 @@ def evaluate_slide(out: Path, cfg: dict[str, Any], size: int, folder: Path) -> d
             "true_density_tissue": round(tt["density_tissue"], 2),
             "pred_density_tissue": rep["positive_cells_per_mm2_tissue"],
             "dab_positive_area_fraction": rep["dab_positive_area_fraction"],
+            "true_fraction": round(tt["fraction_tumour"], 4),
+            "pred_fraction": rep["tam_fraction"],  # positive share of nucleated cells (net)
         }
     print(json.dumps(row), flush=True)
     return row
