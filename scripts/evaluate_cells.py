@@ -49,7 +49,6 @@ def evaluate_slide(out: Path, cfg: dict[str, Any], size: int, folder: Path) -> d
     from models.analyses.mitosis import tumour_region
     from models.cells.evaluation import (
         mitosis_metrics,
-        on_artefact,
         oracle_necrosis_output,
         oracle_pattern_output,
         relative_error,
@@ -84,9 +83,8 @@ def evaluate_slide(out: Path, cfg: dict[str, Any], size: int, folder: Path) -> d
         row["mitosis"] = {"skipped": mit.report.get("warnings")}
         row["hotspot"] = {"skipped": True, "ok": None}
     else:
-        ignore = (truth.label_map, truth.label_l0_per_px)
         row["mitosis"] = mitosis_metrics(
-            det, truth.mitoses, truth.mitosis_classes, truth.mpp, ignore=ignore
+            det, truth.mitoses, truth.mitosis_classes, truth.mpp, ignore=truth
         )
         # the protocol up to 2026-11-26: every drawn figure, artefact-covered ones included
         row["mitosis_all_figures"] = mitosis_metrics(
@@ -94,7 +92,7 @@ def evaluate_slide(out: Path, cfg: dict[str, Any], size: int, folder: Path) -> d
         )
         p_count = int(mit.report["mitoses_per_2mm2_hotspot"])
         row["hotspot"] = _hotspot_row(
-            truth.mitoses[~on_artefact(*ignore, truth.mitoses)], p_count, truth.mpp, region
+            truth.mitoses[~truth.on_artefact(truth.mitoses)], p_count, truth.mpp, region
         )
         row["hotspot_all_figures"] = _hotspot_row(truth.mitoses, p_count, truth.mpp, region)
         row["hotspot"]["truth_json"] = truth.info["hotspot"]["mitoses"]
@@ -213,7 +211,7 @@ def calibrate(
                 tr.mitoses,
                 tr.mitosis_classes,
                 tr.mpp,
-                ignore=(tr.label_map, tr.label_l0_per_px),
+                ignore=tr,
             )
             for d, tr in runs
         ]

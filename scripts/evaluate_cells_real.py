@@ -53,10 +53,9 @@ def ami_br(det: MitosisTileDetector, root: Path) -> dict[str, Any]:
     }
 
 
-def _net_cells(rgb: np.ndarray, peak_threshold: float, min_distance_um: float = 4.0) -> int:
-    """DAB-positive cells found by ``atc-tam-ihc-v1`` in one tile at 0.5 µm/px (default peaks)."""
+def _ihc_net(peak_threshold: float, min_distance_um: float) -> Any:
+    """``atc-tam-ihc-v1`` at 0.5 µm/px with the given peak threshold and spacing."""
     from models.cells import zoo  # noqa: F401
-    from models.cells.candidates import nms_points
     from models.cells.heat_net import IhcMacrophageDetector
     from models.registry import create_model
 
@@ -64,12 +63,19 @@ def _net_cells(rgb: np.ndarray, peak_threshold: float, min_distance_um: float = 
     assert isinstance(det, IhcMacrophageDetector)
     det.thresholds = (peak_threshold, 0.2)
     det.min_distance_px = round(min_distance_um / 0.5)
+    return det.eval()
+
+
+def _net_cells(det: Any, rgb: np.ndarray, min_distance_um: float = 4.0) -> int:
+    """DAB-positive cells found by the IHC network ``det`` in one tile at 0.5 µm/px."""
+    from models.cells.candidates import nms_points
+
     h, w = (-(-d // 8) * 8 for d in rgb.shape[:2])
     pad = np.full((h, w, 3), 255, np.uint8)
     pad[: rgb.shape[0], : rgb.shape[1]] = rgb
     x = normalise(torch.from_numpy(pad).permute(2, 0, 1)[None].float() / 255, MEAN, STD)
     with torch.inference_mode():
-        peaks = det.eval()(x)[0, 0].numpy()
+        peaks = det(x)[0, 0].numpy()
     peaks = peaks[peaks[:, 2] >= 0]
     keep = nms_points(peaks[:, [1, 0]].astype(np.float64), peaks[:, 2], min_distance_um / 0.5)
     return len(keep)
@@ -82,6 +88,7 @@ def deepliif(
     the classical DAB peaks (``detected``) and the ``atc-tam-ihc-v1`` network (``detected_net``,
     at the default ``tam.ihc_peak_threshold``)."""
     out = []
+    net = _ihc_net(peak_threshold, 4.0)
     for f in sorted((root / "ihc").glob("*.png")):
         rgb = np.asarray(Image.open(f).convert("RGB"))
         gt = np.asarray(Image.open(root / "groundtruth" / f.name).convert("RGB")).astype(int)
@@ -94,7 +101,7 @@ def deepliif(
                 "tile": f.name,
                 "true_positive_nuclei": n_true,
                 "detected": len(res.rc),
-                "detected_net": _net_cells(rgb, peak_threshold),
+                "detected_net": _net_cells(net, rgb),
                 "dab_area_fraction": round(res.positive_px / max(res.tissue_px, 1), 4),
                 "true_positive_area_fraction": round(float(red.mean()), 4),
             }

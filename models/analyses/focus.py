@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from models.analyses.hotspot import RegionMask
+from models.analyses.hotspot import RegionMask, region_tissue_mm2
 from wsi.tiling import TileGrid
 from wsi.tissue import TissueMask
 
@@ -54,11 +54,7 @@ class OutOfFocus:
 
     def tissue_mm2_in(self, region: RegionMask, tissue: TissueMask, mpp: float) -> float:
         """Tissue area (mm²) that is both in ``region`` and out of focus."""
-        rows, cols = np.nonzero(tissue.mask)
-        f = tissue.l0_per_px
-        centres = np.column_stack([(cols + 0.5) * f, (rows + 0.5) * f])
-        n = int((region.contains(centres) & self.cores.contains(centres)).sum())
-        return n * (f * mpp / 1000.0) ** 2
+        return region_tissue_mm2(region, tissue, mpp, self.cores)
 
 
 def out_of_focus(

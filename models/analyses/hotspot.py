@@ -8,12 +8,41 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
 from wsi.results import Circle
+from wsi.tissue import TissueMask
+
+
+class Region(Protocol):
+    """Anything that says whether level-0 points lie inside it."""
+
+    def contains(self, l0_xy: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Whether each level-0 (x, y) is inside."""
+        ...
+
+
+def region_tissue_mm2(region: Region, tissue: TissueMask, mpp: float, *also: Region) -> float:
+    """Return the tissue area (mm²) inside ``region`` (and every region of ``also``): the
+    tissue-mask pixels whose centre they all hold.
+
+    The TAM density divides the cells counted inside the tumour region by this area, so that
+    numerator and denominator cover the same ground (the pattern model's viable-tumour area is
+    built from tile classes and need not coincide with the region's tiles).
+    """
+    rows, cols = np.nonzero(tissue.mask)
+    if len(rows) == 0:
+        return 0.0
+    f = tissue.l0_per_px
+    centres = np.column_stack([(cols + 0.5) * f, (rows + 0.5) * f])
+    inside = region.contains(centres)
+    for other in also:
+        inside &= other.contains(centres)
+    return int(inside.sum()) * (f * mpp / 1000.0) ** 2
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,9 @@ class TamSettings(_Frozen):
         "cd68", description="IHC marker named in the report when the IHC route runs"
     )
     model: str = Field("atc-tam-v1", description="registered H&E macrophage point-detector name")
-    ihc_mpp: float = Field(0.5, gt=0, description="µm/px of the IHC (DAB) pass")
+    ihc_mpp: float = Field(
+        0.5, gt=0, description="µm/px of the classical IHC pass (ihc_cells: dab_peaks)"
+    )
     ihc_cells: Literal["net", "dab_peaks"] = Field(
         "net",
         description="IHC cell detection: net = atc-tam-ihc-v1 on the unmixed H and DAB "

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 import models.cells.zoo  # noqa: F401  (registers the cell models)
 from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
-from models.analyses.hotspot import RegionMask
+from models.analyses.hotspot import RegionMask, region_tissue_mm2
 from models.analyses.mitosis import necrosis_mask, tumour_region
 from models.analyses.pattern import tumour_probability_in_boxes
 from models.analyses.settings_cells import TamSettings
@@ -37,7 +37,7 @@ from models.cells.stain import stain_evidence as _evidence
 from models.registry import ModelSpec
 from wsi.results import PointSet, RasterMap
 from wsi.tiling import TileGrid
-from wsi.tissue import TissueMask, read_downsampled
+from wsi.tissue import read_downsampled
 
 _EVIDENCE_MPP = 4.0
 #: Largest cosine between the estimated haematoxylin and DAB vectors accepted (reference: 0.80).
@@ -109,22 +109,6 @@ def density_map(
     dens = counts / (cell_um / 1000.0) ** 2
     vmax = float(np.percentile(dens[dens > 0], 99)) if (dens > 0).any() else 1.0
     return RasterMap(name, dens, l0_cell, "density", "cells/mm²", vmax)
-
-
-def region_tissue_mm2(region: RegionMask | ViableRegion, tissue: TissueMask, mpp: float) -> float:
-    """Return the tissue area (mm²) inside ``region``: tissue-mask pixels whose centre it holds.
-
-    The TAM density divides the cells counted inside the tumour region by this area, so that
-    numerator and denominator cover the same ground (the pattern model's viable-tumour area is
-    built from tile classes and need not coincide with the region's tiles).
-    """
-    rows, cols = np.nonzero(tissue.mask)
-    if len(rows) == 0:
-        return 0.0
-    f = tissue.l0_per_px
-    centres = np.column_stack([(cols + 0.5) * f, (rows + 0.5) * f])
-    inside = int(region.contains(centres).sum())
-    return inside * (f * mpp / 1000.0) ** 2
 
 
 def _grid(ctx: AnalysisContext, mpp: float, s: TamSettings, overlap: int) -> TileGrid:

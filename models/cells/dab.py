@@ -149,7 +149,6 @@ class DabAccumulator(PointAccumulator):
         l0_per_px: float,
         tile_px: int,
         margin_px: float,
-        key: str = "dab",
         find_cells: bool = True,
     ) -> None:
         self.mpp, self.threshold, self.min_cell_um2 = mpp, threshold, min_cell_um2
@@ -157,7 +156,7 @@ class DabAccumulator(PointAccumulator):
         self.margin = int(margin_px)
         self.counts: dict[int, tuple[int, int]] = {}
         super().__init__(
-            key, _no_decode, 0, l0_per_px=l0_per_px, tile_px=tile_px, margin_px=margin_px
+            "dab", _no_decode, 0, l0_per_px=l0_per_px, tile_px=tile_px, margin_px=margin_px
         )
 
     def add(self, outputs: Mapping[str, NDArray[np.float32]], meta: BatchMeta) -> None:

@@ -20,6 +20,7 @@ from wsi.synthetic.classes import PATTERN_CLASSES, TUMOUR_PATTERNS
 
 if TYPE_CHECKING:
     from models.settings import PipelineSettings
+    from wsi.synthetic.truth import SlideTruth
 
 _TUMOUR_VALUES = [PATTERN_CLASSES.index(c) for c in TUMOUR_PATTERNS]
 
@@ -63,38 +64,23 @@ def oracle_necrosis_output(label_map: NDArray[np.uint8], label_l0_per_px: float)
     )
 
 
-def on_artefact(
-    label_map: NDArray[np.uint8], label_l0_per_px: float, l0_xy: NDArray[np.float64]
-) -> NDArray[np.bool_]:
-    """Whether each level-0 (x, y) lies where the truth label map says background.
-
-    The generator labels pen, folds, bubbles and out-of-focus patches background ("they must be
-    excluded from analysis") but keeps the figures drawn under them in its point list; the
-    evaluation treats those places as don't-care regions, for truth and predictions alike.
-    """
-    pts = np.asarray(l0_xy, dtype=np.float64).reshape(-1, 2)
-    r = np.clip((pts[:, 1] // label_l0_per_px).astype(int), 0, label_map.shape[0] - 1)
-    c = np.clip((pts[:, 0] // label_l0_per_px).astype(int), 0, label_map.shape[1] - 1)
-    return np.asarray(label_map[r, c] == PATTERN_CLASSES.index("background"), dtype=bool)
-
-
 def mitosis_metrics(
     det: NDArray[np.float64],
     truth_xy: NDArray[np.float64],
     truth_classes: tuple[str, ...],
     mpp: float,
     radius_um: float = 7.5,
-    ignore: tuple[NDArray[np.uint8], float] | None = None,
+    ignore: SlideTruth | None = None,
 ) -> dict[str, Any]:
     """Detection F1 and tripolar precision/recall, one-to-one within ``radius_um`` (MIDOG).
 
-    ``det`` is (n, 5): x, y, score, P(typical), P(tripolar) in level-0 px. With ``ignore`` =
-    (label map, level-0 px per label px), truth figures and detections on artefact (background)
-    label pixels are left out of the matching on both sides (see ``on_artefact``).
+    ``det`` is (n, 5): x, y, score, P(typical), P(tripolar) in level-0 px. With ``ignore`` (the
+    slide's truth), truth figures and detections on artefact (background) label pixels are left
+    out of the matching on both sides (``SlideTruth.on_artefact``).
     """
     if ignore is not None:
-        det = det[~on_artefact(*ignore, det[:, :2])]
-        keep = ~on_artefact(*ignore, truth_xy)
+        det = det[~ignore.on_artefact(det[:, :2])]
+        keep = ~ignore.on_artefact(truth_xy)
         truth_xy = np.asarray(truth_xy)[keep]
         truth_classes = tuple(c for c, k in zip(truth_classes, keep, strict=True) if k)
     r = radius_um / mpp

@@ -56,7 +56,10 @@ class MacrophageDetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return (B, 2, K, 3): per channel, K peaks as (row, col, height); height −1 = none."""
-        h = self.heat(x)
+        return self.peaks(self.heat(x))
+
+    def peaks(self, h: torch.Tensor) -> torch.Tensor:
+        """Return (B, 2, K, 3) peaks of (B, 2, H / 2, W / 2) sigmoid heat maps."""
         r = max(1, round(self.min_distance_px / HEAT_STRIDE))
         mx = max_filter(h, r)
         thr = torch.tensor(self.thresholds, device=h.device, dtype=h.dtype).view(1, 2, 1, 1)
@@ -120,18 +123,20 @@ class IhcMacrophageDetector(MacrophageDetector):
         od = self._od(x)
         return torch.einsum("bchw,cs->bshw", od, self.unmix), od.sum(1, keepdim=True)
 
+    def _logits_from_od(self, od: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(torch.einsum("bchw,cs->bshw", od, self.unmix) * 2.0)
+        return out
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Return heat-map logits from the unmixed concentrations (scaled to about unit range)."""
-        conc, _ = self.concentrations(x)
-        out: torch.Tensor = self.net(conc * 2.0)
-        return out
+        return self._logits_from_od(self._od(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         """Peaks as ``MacrophageDetector``; with ``with_dab`` also (B, 2, H, W) DAB and OD sum."""
-        peaks = super().forward(x)
+        od = self._od(x)  # once per tile, for the network input and the DAB map
+        peaks = self.peaks(torch.sigmoid(self._logits_from_od(od).float()))
         if not self.with_dab:
             return peaks
-        od = self._od(x)
         dab = torch.einsum("bchw,c->bhw", od, self.area_unmix[:, 1]).unsqueeze(1)
         return peaks, torch.cat([dab.clamp_min(0.0), od.sum(1, keepdim=True)], dim=1)
 

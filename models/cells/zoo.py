@@ -7,6 +7,8 @@ The sha256 constants are written by the training scripts (``scripts/train_mitosi
 
 from __future__ import annotations
 
+from typing import Any
+
 from models.cells.heat_net import IhcMacrophageDetector, MacrophageDetector
 from models.cells.mitosis_net import CROP_PX, MEAN, STD, MitosisTileDetector
 from models.registry import ModelSpec, register_model
@@ -43,23 +45,34 @@ def atc_mitosis_v1() -> ModelSpec:
     )
 
 
-@register_model("atc-tam-v1")
-def atc_tam_v1() -> ModelSpec:
-    """Cell-centre heat maps (macrophage, any nucleated cell) at 0.5 µm/px (see model card)."""
+def _heat_spec(name: str, arch: Any, arch_name: str, sha256: str, version: str) -> ModelSpec:
+    """Spec of a cell-centre heat-map detector: 256 px tiles at 0.5 µm/px, 32 px overlap."""
     return ModelSpec(
-        name="atc-tam-v1",
-        arch=MacrophageDetector,
-        arch_name="CellHeatNet U-Net(16-24-48-64), 2 sigmoid heat maps at half resolution",
+        name=name,
+        arch=arch,
+        arch_name=arch_name,
         task="detect",
         input_mpp=0.5,
         tile_px=256,
         classes=TAM_CLASSES,
         mean=MEAN,
         std=STD,
-        weights_file="atc-tam-v1.pt",
-        sha256=TAM_V1_SHA256,
-        version="1.2.0",
+        weights_file=f"{name}.pt",
+        sha256=sha256,
+        version=version,
         overlap_px=32,
+    )
+
+
+@register_model("atc-tam-v1")
+def atc_tam_v1() -> ModelSpec:
+    """Cell-centre heat maps (macrophage, any nucleated cell) at 0.5 µm/px (see model card)."""
+    return _heat_spec(
+        "atc-tam-v1",
+        MacrophageDetector,
+        "CellHeatNet U-Net(16-24-48-64), 2 sigmoid heat maps at half resolution",
+        TAM_V1_SHA256,
+        "1.2.0",
     )
 
 
@@ -67,21 +80,11 @@ def atc_tam_v1() -> ModelSpec:
 def atc_tam_ihc_v1() -> ModelSpec:
     """DAB-positive cell centres on CD68 / CD163 IHC at 0.5 µm/px, from the unmixed haematoxylin
     and DAB concentrations (see model card)."""
-    return ModelSpec(
-        name="atc-tam-ihc-v1",
-        arch=IhcMacrophageDetector,
-        arch_name=(
-            "IhcMacrophageDetector(H-DAB colour deconvolution in the graph + CellHeatNet "
-            "U-Net(16-24-48-64) on 2 concentrations), 2 sigmoid heat maps at half resolution"
-        ),
-        task="detect",
-        input_mpp=0.5,
-        tile_px=256,
-        classes=TAM_CLASSES,
-        mean=MEAN,
-        std=STD,
-        weights_file="atc-tam-ihc-v1.pt",
-        sha256=TAM_IHC_V1_SHA256,
-        version="1.0.0",
-        overlap_px=32,
+    return _heat_spec(
+        "atc-tam-ihc-v1",
+        IhcMacrophageDetector,
+        "IhcMacrophageDetector(H-DAB colour deconvolution in the graph + CellHeatNet "
+        "U-Net(16-24-48-64) on 2 concentrations), 2 sigmoid heat maps at half resolution",
+        TAM_IHC_V1_SHA256,
+        "1.0.0",
     )

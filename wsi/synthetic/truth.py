@@ -61,14 +61,27 @@ class SlideTruth:
     nucleated_is_macrophage: NDArray[np.bool_]
     info: dict[str, Any]
 
-    def in_viable_tumour(self, l0_xy: NDArray[np.float64]) -> NDArray[np.bool_]:
-        """Whether each level-0 (x, y) lies on a viable-tumour pixel of the label map."""
+    def label_at(self, l0_xy: NDArray[np.float64]) -> NDArray[np.uint8]:
+        """PATTERN_CLASSES value of the label-map pixel under each level-0 (x, y)."""
         pts = np.asarray(l0_xy, dtype=np.float64).reshape(-1, 2)
         lab, f = self.label_map, self.label_l0_per_px
         r = np.clip((pts[:, 1] // f).astype(int), 0, lab.shape[0] - 1)
         c = np.clip((pts[:, 0] // f).astype(int), 0, lab.shape[1] - 1)
+        return np.asarray(lab[r, c], dtype=np.uint8)
+
+    def in_viable_tumour(self, l0_xy: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Whether each level-0 (x, y) lies on a viable-tumour pixel of the label map."""
         tumour = [PATTERN_CLASSES.index(k) for k in TUMOUR_PATTERNS]
-        return np.asarray(np.isin(lab[r, c], tumour), dtype=bool)
+        return np.asarray(np.isin(self.label_at(l0_xy), tumour), dtype=bool)
+
+    def on_artefact(self, l0_xy: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Whether each level-0 (x, y) lies where the label map says background.
+
+        Pen, folds, bubbles and out-of-focus patches are labelled background ("they must be
+        excluded from analysis") while the figures drawn under them stay in the point lists; the
+        cell evaluation treats those places as don't-care regions, for truth and predictions alike.
+        """
+        return np.asarray(self.label_at(l0_xy) == PATTERN_CLASSES.index("background"))
 
     def viable_tumour_mm2(self) -> float:
         """Viable-tumour area of the label map in mm²."""
