@@ -166,16 +166,22 @@ def _pooled(rows: list[dict[str, Any]], key: str, hot: str) -> dict[str, Any]:
 
 
 def calibrate(
-    out: Path, n: int, size: int, floor: float = 0.5, slides: tuple[dict[str, Any], ...] = ()
+    out: Path,
+    n: int,
+    size: int,
+    floor: float = 0.5,
+    slides: tuple[dict[str, Any], ...] = (),
+    name: str = "validation",
 ) -> dict[str, Any]:
-    """Sweep ``mitosis.min_score`` on validation slides (never the held-out ones).
+    """Sweep ``mitosis.min_score`` on validation slides (``name``: their set; a held-out set
+    only to read its figures at a threshold chosen beforehand, never to choose one).
 
     The detector runs once per slide with ``min_score = floor``; each threshold then keeps the
     merged detections whose score reaches it (an approximation of re-running: candidates below
     the threshold can no longer join a cluster). Pooled F1 and tripolar figures per threshold.
     ``slides`` (default: the first ``n`` of ``VALIDATION``) are the slides swept.
     """
-    slides = slides or VALIDATION[:n]
+    slides = tuple(c for c in (slides or VALIDATION[:n]) if c.get("stain", "he") == "he")
     from models.analyses.settings_cells import MitosisSettings
     from models.cells.evaluation import (
         mitosis_metrics,
@@ -192,7 +198,7 @@ def calibrate(
     )
     runs = []
     for cfg in slides:
-        folder = ensure_slide(out / f"val-slide-{cfg['seed']}", cfg, size)
+        folder = ensure_slide(slide_folder(out, name, cfg), cfg, size)
         truth = load_truth(folder)
         outs = run_cell_analyses(
             folder / "slide.tiff",
@@ -332,7 +338,11 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     if args.calibrate:
         cal = calibrate(
-            args.out, args.calibrate, args.size, slides=SETS[args.calibrate_set][: args.calibrate]
+            args.out,
+            args.calibrate,
+            args.size,
+            slides=SETS[args.calibrate_set][: args.calibrate],
+            name=args.calibrate_set,
         )
         atomic_write_json(args.out / f"calibration-{args.calibrate_set}.json", cal)
         print(json.dumps(cal["best"]))

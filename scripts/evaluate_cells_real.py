@@ -6,7 +6,6 @@ held-out figures.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -16,41 +15,20 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from models.cells.dab import dab_cells
-from models.cells.mitosis_net import CROP_PX, MEAN, STD, MitosisTileDetector
+from models.cells.mitosis_net import MEAN, STD, MitosisTileDetector
 from models.cells.stain import HED
 from models.training.augment import normalise
 
 
 def ami_br(det: MitosisTileDetector, root: Path) -> dict[str, Any]:
-    """Typical vs atypical on the real AMi-Br crops (128 px at 0.25 µm/px, centre 64 px)."""
-    rows = list(csv.DictReader((root / "labels_subset.csv").open(encoding="utf-8")))
-    imgs, y = [], []
-    for r in rows:
-        img = np.asarray(Image.open(root / r["file"]).convert("RGB"))
-        c0 = (img.shape[0] - CROP_PX) // 2
-        imgs.append(img[c0 : c0 + CROP_PX, c0 : c0 + CROP_PX])
-        y.append(1 if r["label"] == "atypical" else 0)
-    x = normalise(torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255, MEAN, STD)
-    with torch.inference_mode():
-        p = torch.softmax(det.classifier.eval()(x), 1).numpy()
-    yt = np.array(y)
-    pred_atyp = p[:, 2] > p[:, 1]
-    rec_a = float(pred_atyp[yt == 1].mean())
-    rec_n = float((~pred_atyp[yt == 0]).mean())
-    return {
-        "n": len(yt),
-        "n_atypical": int(yt.sum()),
-        "balanced_accuracy_typical_vs_atypical": round((rec_a + rec_n) / 2, 4),
-        "recall_atypical_as_tripolar": round(rec_a, 4),
-        "recall_normal_as_typical": round(rec_n, 4),
-        "called_mitosis_at_0.5": round(float((p[:, 1] + p[:, 2] >= 0.5).mean()), 4),
-        "called_mitosis_at": {  # the real figures' recall at candidate thresholds
-            str(t): round(float((p[:, 1] + p[:, 2] >= t).mean()), 4)
-            for t in (0.7, 0.8, 0.85, 0.9, 0.93, 0.96)
-        },
-        "note": "AMi-Br 'atypical' covers many forms (segregation errors, asymmetric, ring); the "
-        "model knows only 'tripolar' as atypical, so this measures transfer, not the target.",
-    }
+    """The real AMi-Br crops through the crop evaluation core (``atc-wsi evaluate mitosis``)."""
+    from models.settings import PipelineSettings
+    from models.training.crop_eval import evaluate_set
+    from models.training.eval_tasks import mitosis_predictor, mitosis_task
+    from models.training.labelled import read_labelled
+
+    min_score = PipelineSettings().mitosis.min_score
+    return evaluate_set(read_labelled(root), mitosis_task(min_score), mitosis_predictor())
 
 
 def _ihc_net(peak_threshold: float, min_distance_um: float) -> Any:

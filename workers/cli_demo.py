@@ -70,7 +70,10 @@ def _line(report: dict[str, Any]) -> str:
         parts.append(f"necrosis {report['necrosis']['area_mm2']:.2f} mm²")
     if "mitosis" in report:
         m = report["mitosis"]
-        parts.append(f"mitoses {m.get('count_total')} ({m.get('count_tripolar')} tripolar)")
+        parts.append(
+            f"mitoses {m.get('count_total')} ({m.get('count_atypical')} atypical, "
+            f"{m.get('count_tripolar')} tripolar)"
+        )
     if "tam" in report:
         parts.append(f"TAM {report['tam'].get('density_per_mm2') or 0:.0f}/mm²")
     return "; ".join(parts)

@@ -21,7 +21,7 @@ ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
 
 #: Part of every idempotency key: bump it when results would change for the same slide.
-PIPELINE_VERSION = "1.2.0"  # 1.2.0: mitosis stage 6 at 0.85, TAM in viable tumour only
+PIPELINE_VERSION = "2.0.0"  # 2.0.0: mitosis 2.0.0 (4 classes, real data), min_score 0.80
 
 
 def run_pipeline(

@@ -43,7 +43,7 @@ class PointSet:
     """Point objects (cells, mitoses) in level-0 pixels.
 
     Attributes:
-        name: class shown to users, e.g. ``"Mitosis"``, ``"Mitosis tripolar"``, ``"Macrophage"``.
+        name: class shown to users, e.g. ``"Mitosis: Typical"``, ``"Macrophage"``.
         l0_xy: (k, 2) float64 level-0 (x, y).
         scores: (k,) float32 confidence in [0, 1].
     """

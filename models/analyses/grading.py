@@ -27,6 +27,7 @@ class GradingInputs:
         mitoses_per_2mm2: mitoses in the 2 mm² hotspot.
         mitoses_per_10hpf: mitoses in the densest 10-HPF-area circle.
         hpf_area_mm2: area of one HPF used for the per-10-HPF count.
+        atypical_count: atypical mitoses on the slide (tripolar ones included).
         tripolar_count: atypical tripolar mitoses on the slide.
         necrosis_area_mm2: tumour necrosis area.
         necrosis_percent: necrosis as a percentage of the tumour bed.
@@ -38,6 +39,7 @@ class GradingInputs:
     mitoses_per_2mm2: int | None = None
     mitoses_per_10hpf: int | None = None
     hpf_area_mm2: float | None = None
+    atypical_count: int | None = None
     tripolar_count: int | None = None
     necrosis_area_mm2: float | None = None
     necrosis_percent: float | None = None
@@ -124,6 +126,7 @@ def grading_report(x: GradingInputs, s: GradingSettings) -> dict[str, Any]:
             "mitoses_per_10hpf": x.mitoses_per_10hpf,
             "hpf_area_mm2": x.hpf_area_mm2,
             "ten_hpf_area_mm2": None if x.hpf_area_mm2 is None else round(10 * x.hpf_area_mm2, 4),
+            "atypical_mitoses": x.atypical_count,
             "tripolar_mitoses": x.tripolar_count,
             "necrosis_area_mm2": x.necrosis_area_mm2,
             "necrosis_percent_of_tumour_bed": x.necrosis_percent,
@@ -164,6 +167,7 @@ def inputs_from_results(results: dict[str, Any], hpf_area_mm2: float) -> Grading
         mitoses_per_2mm2=mit.get("mitoses_per_2mm2_hotspot") if mit else None,
         mitoses_per_10hpf=mit.get("mitoses_per_10hpf") if mit else None,
         hpf_area_mm2=mit.get("hpf_area_mm2", hpf_area_mm2) if mit else None,
+        atypical_count=mit.get("count_atypical") if mit else None,
         tripolar_count=mit.get("count_tripolar") if mit else None,
         necrosis_area_mm2=nec.get("area_mm2") if nec else None,
         necrosis_percent=nec.get("percent_of_tumour_bed") if nec else None,

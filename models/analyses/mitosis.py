@@ -1,4 +1,5 @@
-"""Mitosis analysis: detection in viable tumour, typical vs tripolar, hotspot and per-10-HPF counts.
+"""Mitosis analysis: detection in viable tumour, typical vs atypical (tripolar as its own subtype),
+hotspot and per-10-HPF counts.
 
 Only the tiles the pattern analysis calls viable tumour are scanned at 0.25 µm/px, so the costly
 high-resolution pass covers no more than it must. Each tile goes through the registered detector
@@ -27,28 +28,43 @@ from models.cells.mitosis_net import MitosisTileDetector
 from models.cells.points import PointAccumulator
 from models.cells.stain import stain_evidence
 from wsi.results import Circle, PointSet, RasterMap
+from wsi.taxonomy import MITOSIS_CLASSES, MITOSIS_DISPLAY
 from wsi.tiling import TileGrid
 from wsi.tissue import read_downsampled
 
-#: Columns of the finalised detection array.
-COLS = ("l0_x", "l0_y", "score", "p_typical", "p_tripolar")
+#: Columns of the finalised detection array (class probabilities as the classifier gave them).
+COLS = ("l0_x", "l0_y", "score", "p_typical", "p_atypical", "p_tripolar")
+#: Width of one candidate row of the detector output: row, col, OD, then one P per class.
+RAW_COLS = 3 + len(MITOSIS_CLASSES)
 
 
 def decode_tile(min_score: float, tripolar_min_score: float = 1.01) -> Any:
-    """Return a decoder of one tile's (K, 6) detector output to (n, 5) row, col, score, p, p.
+    """Return a decoder of one tile's (K, 7) detector output to (n, 6) row, col, score, p, p, p.
 
-    A candidate is kept when P(mitosis) ≥ ``min_score``, or when it looks tripolar (P(tripolar)
-    above P(typical)) with P(tripolar) ≥ ``tripolar_min_score``.
+    A candidate is kept when P(mitosis) = 1 − P(negative) ≥ ``min_score``, or when it looks
+    tripolar (P(tripolar) above P(typical)) with P(tripolar) ≥ ``tripolar_min_score``.
     """
 
     def decode(raw: NDArray[np.float32]) -> NDArray[np.float32]:
-        raw = np.asarray(raw).reshape(-1, 6)
-        p_mit = raw[:, 4] + raw[:, 5]
-        tripolar = (raw[:, 5] >= tripolar_min_score) & (raw[:, 5] > raw[:, 4])
+        raw = np.asarray(raw).reshape(-1, RAW_COLS)
+        p = raw[:, 4:]  # typical, atypical, tripolar
+        p_mit = p.sum(axis=1)
+        tripolar = (p[:, 2] >= tripolar_min_score) & (p[:, 2] > p[:, 0])
         keep = (raw[:, 2] >= 0) & ((p_mit >= min_score) | tripolar)
-        return np.column_stack([raw[keep, 0], raw[keep, 1], p_mit[keep], raw[keep, 4:6]])
+        return np.column_stack([raw[keep, 0], raw[keep, 1], p_mit[keep], p[keep]])
 
     return decode
+
+
+def subtypes(det: NDArray[np.float64]) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """(atypical, tripolar) masks of finalised detections.
+
+    A figure is atypical when the atypical classes together outweigh typical; an atypical figure
+    is tripolar when tripolar outweighs the other atypical forms.
+    """
+    p_typ, p_atyp, p_tri = det[:, 3], det[:, 4], det[:, 5]
+    atypical = (p_atyp + p_tri) > p_typ
+    return atypical, atypical & (p_tri >= p_atyp)
 
 
 def finalise_detections(det: NDArray[np.float64], nms_l0: float) -> NDArray[np.float64]:
@@ -99,14 +115,14 @@ def summarise_mitoses(
     """Build the mitosis report section, the point sets and the hotspot circles.
 
     Args:
-        det: (n, 5) finalised detections (``COLS``), level-0 px.
+        det: (n, 6) finalised detections (``COLS``), level-0 px.
         mpp: level-0 µm/px.
         region: where hotspot centres may lie (viable tumour); None: anywhere.
         viable_tumour_mm2: viable tumour area for the density (None: not reported).
         settings: thresholds, hotspot and HPF areas.
     """
-    tri = det[:, 4] > det[:, 3]
-    n, n_tri = len(det), int(tri.sum())
+    atyp, tri = subtypes(det)
+    n, n_atyp, n_tri = len(det), int(atyp.sum()), int(tri.sum())
     xy = det[:, :2]
     hot = densest_circle(
         xy,
@@ -133,8 +149,10 @@ def summarise_mitoses(
 
     report: dict[str, Any] = {
         "count_total": n,
-        "count_typical": n - n_tri,
+        "count_typical": n - n_atyp,
+        "count_atypical": n_atyp,
         "count_tripolar": n_tri,
+        "percent_atypical": round(100.0 * n_atyp / n, 2) if n else None,
         "percent_tripolar": round(100.0 * n_tri / n, 2) if n else None,
         "viable_tumour_mm2": viable_tumour_mm2,
         "per_mm2_viable_tumour": (round(n / viable_tumour_mm2, 3) if viable_tumour_mm2 else None),
@@ -158,9 +176,14 @@ def summarise_mitoses(
             f"{settings.implausible_per_mm2:g}, mitosis.implausible_per_mm2); false positives are "
             "likely (the detector is trained on generated slides): check the detections visually"
         )
+    other_atyp = atyp & ~tri
     points = [
-        PointSet("Mitosis", xy[~tri].copy(), det[~tri, 2].astype(np.float32)),
-        PointSet("Mitosis tripolar", xy[tri].copy(), det[tri, 2].astype(np.float32)),
+        PointSet(MITOSIS_DISPLAY[cls], xy[m].copy(), det[m, 2].astype(np.float32))
+        for cls, m in (
+            ("mitosis_typical", ~atyp),
+            ("mitosis_atypical", other_atyp),
+            ("mitosis_tripolar", tri),
+        )
     ]
     circles = []
     if hot is not None:
@@ -172,7 +195,8 @@ def summarise_mitoses(
 
 @register_analysis
 class MitosisAnalysis:
-    """Mitotic figures (typical, tripolar) in viable tumour, hotspot and per-10-HPF counts."""
+    """Mitotic figures (typical, atypical, tripolar) in viable tumour, hotspot and per-10-HPF
+    counts."""
 
     name = "mitosis"
     requires: tuple[str, ...] = ("pattern",)
@@ -181,7 +205,7 @@ class MitosisAnalysis:
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
         """Scan the tumour tiles at 0.25 µm/px and summarise the detections."""
         ms = ctx.settings.mitosis
-        warning = ihc_warning(ctx)
+        warning = ihc_warning(ctx) or resolution_refusal(ctx.slide.mpp, ms.max_slide_mpp)
         if warning is not None:
             return AnalysisOutput(self.name, report={"warnings": [warning], "count_total": None})
         spec, model = ctx.model(ms.model)
@@ -207,7 +231,7 @@ class MitosisAnalysis:
         acc = PointAccumulator(
             "det",
             decode_tile(ms.min_score, ms.tripolar_min_score),
-            3,
+            len(COLS) - 2,
             l0_per_px=grid.l0_tile / grid.tile_px,
             tile_px=grid.tile_px,
             margin_px=ms.overlap_px / 2,
@@ -250,6 +274,12 @@ class MitosisAnalysis:
         report, points, circles = summarise_mitoses(
             det, mpp=mpp, region=region, viable_tumour_mm2=viable_mm2, settings=ms
         )
+        if mpp > 1.2 * spec.input_mpp:
+            report["warnings"].append(
+                f"the slide's finest level is {mpp:.2f} µm/px: figures were judged on pixels "
+                f"upsampled to {spec.input_mpp} µm/px (the model's resolution); counts at this "
+                "resolution are not validated and tend to miss small figures"
+            )
         total = float(viable) if viable else 0.0
         if total and blur_report["tumour_mm2"] > 0.1 * total:
             report["warnings"].append(
@@ -275,6 +305,18 @@ class MitosisAnalysis:
             qc=ctx.engine_qc(stats),
             data={"detections": det, "columns": COLS},
         )
+
+
+def resolution_refusal(slide_mpp: float, max_slide_mpp: float) -> str | None:
+    """Return the reason no mitosis count is made on a slide this coarse, else None."""
+    if slide_mpp <= max_slide_mpp * 1.02:  # 20× scans report 0.49–0.51 µm/px
+        return None
+    return (
+        f"the slide's finest level is {slide_mpp:.2f} µm/px, coarser than the "
+        f"{max_slide_mpp:g} µm/px a mitosis count needs (mitosis.max_slide_mpp): mitotic figures "
+        "cannot be told from other dark nuclei at this resolution, so no mitosis numbers were "
+        "computed"
+    )
 
 
 def ihc_warning(ctx: AnalysisContext) -> str | None:

@@ -52,7 +52,7 @@ class MitosisSettings(_Frozen):
         "flips/rotations of their crop (1: off)",
     )
     min_score: float = Field(
-        0.87, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
+        0.8, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
     )
     min_relative_focus: float = Field(
         0.35,
@@ -85,6 +85,13 @@ class MitosisSettings(_Frozen):
     n_hpf: int = Field(10, ge=1, description="number of HPFs in the per-HPF count (10 HPF)")
     hotspot_step_um: float = Field(
         50.0, gt=0, description="grid step of the densest-circle search (µm)"
+    )
+    max_slide_mpp: float = Field(
+        0.5,
+        gt=0,
+        description="slides whose finest level is coarser than this (µm/px) get no mitosis count: "
+        "mitotic figures are judged at 0.25 µm/px (40×); a 20× scan (≈0.5) is upsampled 2× and "
+        "flagged, anything coarser is refused",
     )
     implausible_per_mm2: float = Field(
         40.0,

@@ -74,7 +74,7 @@ def mitosis_metrics(
 ) -> dict[str, Any]:
     """Detection F1 and tripolar precision/recall, one-to-one within ``radius_um`` (MIDOG).
 
-    ``det`` is (n, 5): x, y, score, P(typical), P(tripolar) in level-0 px. With ``ignore`` (the
+    ``det`` is (n, 6): ``models.analyses.mitosis.COLS`` in level-0 px. With ``ignore`` (the
     slide's truth), truth figures and detections on artefact (background) label pixels are left
     out of the matching on both sides (``SlideTruth.on_artefact``).
     """
@@ -85,7 +85,9 @@ def mitosis_metrics(
         truth_classes = tuple(c for c, k in zip(truth_classes, keep, strict=True) if k)
     r = radius_um / mpp
     m = match_points(det[:, :2], truth_xy, r)
-    tri_pred = det[:, 4] > det[:, 3]
+    from models.analyses.mitosis import subtypes
+
+    tri_pred = subtypes(det)[1]
     tri_true = np.array([c == "mitosis_tripolar" for c in truth_classes], dtype=bool)
     mt = match_points(det[tri_pred, :2], np.asarray(truth_xy)[tri_true], r)
     return {

@@ -1,7 +1,8 @@
 """The tile-level mitosis detector: haematoxylin candidates + a crop classifier, all in torch.
 
 One forward pass takes a batch of normalised tiles at 0.25 µm/px and returns, per tile, up to
-``max_candidates`` candidate centres with class probabilities (negative, typical, tripolar). The
+``max_candidates`` candidate centres with class probabilities (negative, typical, atypical,
+tripolar: ``MITOSIS_CLASSES``). The
 candidate stage (colour deconvolution, Gaussian smoothing, peak finding) is fixed arithmetic; only
 the crop classifier has trained weights. Running it all in torch keeps the engine generic and lets
 the whole pass run on a GPU.
@@ -54,6 +55,7 @@ class MitosisTileDetector(nn.Module):
         min_distance_um: closest two candidates may be (µm).
         max_candidates: candidates kept per tile (highest OD first).
         crop_px: classifier crop edge in pixels.
+        n_classes: classifier outputs (4: negative, typical, atypical, tripolar).
         stride: the candidate search runs on a grid this many input pixels apart (2: the
             haematoxylin OD is averaged over 2 × 2 pixels, i.e. 0.5 µm at 0.25 µm/px, before
             smoothing and peak finding; 4× less work than at full resolution, and a candidate
@@ -75,9 +77,11 @@ class MitosisTileDetector(nn.Module):
         max_candidates: int = 128,
         crop_px: int = CROP_PX,
         stride: int = 2,
+        n_classes: int = 4,
     ) -> None:
         super().__init__()
-        self.classifier = MitosisNet(n_classes=3)
+        self.n_classes = int(n_classes)
+        self.classifier = MitosisNet(n_classes=self.n_classes)
         self.min_od = float(min_od)
         self.max_candidates = int(max_candidates)
         self.crop_px = int(crop_px)
@@ -172,7 +176,7 @@ class MitosisTileDetector(nn.Module):
         return torch.stack([pad[i, :, r : r + size, c : c + size] for i, r, c in idx])
 
     def classify(self, crops: torch.Tensor) -> torch.Tensor:
-        """Return (N, 3) class probabilities of (N, 3, crop, crop) crops, in bounded chunks."""
+        """Return (N, n_classes) class probabilities of (N, 3, crop, crop) crops, in chunks."""
         logits = torch.cat([self.classifier(c) for c in torch.split(crops, self.crop_chunk)])
         return torch.softmax(logits.float(), dim=1)
 
@@ -188,19 +192,19 @@ class MitosisTileDetector(nn.Module):
             return probs
         c = crops[sel]
         views = [torch.rot90(v, r, dims=(2, 3)) for v in (c, c.flip(3)) for r in range(4)]
-        p = self.classify(torch.cat(views)).view(8, -1, 3).mean(0)
+        p = self.classify(torch.cat(views)).view(8, -1, self.n_classes).mean(0)
         out = probs.clone()
         out[sel] = p
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return (B, K, 6): row, col, candidate OD, P(negative), P(typical), P(tripolar).
+        """Return (B, K, 3 + n_classes): row, col, candidate OD, then P(each class).
 
         Rows with OD < 0 are padding (fewer than K candidates) and carry P(negative) = 1.
         """
         rc, val = self.candidates(x)
         b, k = val.shape
-        probs = torch.zeros((b * k, 3), device=x.device)
+        probs = torch.zeros((b * k, self.n_classes), device=x.device)
         probs[:, 0] = 1.0
         real = torch.nonzero(val.reshape(-1) >= 0).flatten()  # padding is not classified
         if real.numel():
@@ -210,4 +214,4 @@ class MitosisTileDetector(nn.Module):
             if self.tta_floor < 1.0:
                 p = self.rescore(crops, p)
             probs[real] = p
-        return torch.cat([rc.float(), val[..., None].float(), probs.view(b, k, 3)], dim=-1)
+        return torch.cat([rc.float(), val[..., None].float(), probs.view(b, k, -1)], dim=-1)

@@ -28,7 +28,7 @@ def _block(cin: int, cout: int, n_conv: int = 2) -> nn.Sequential:
 
 
 class MitosisNet(nn.Module):
-    """Crop classifier (negative / typical / tripolar) for 64 × 64 crops at 0.25 µm/px.
+    """Crop classifier (negative / typical / atypical / tripolar) for 64 × 64 crops at 0.25 µm/px.
 
     A stride-2 stem halves the crop first (chromosome arms of ~1 µm stay 2 px wide), which keeps
     a forward pass near 20 MMAC per crop.

@@ -12,9 +12,9 @@ from typing import Any
 from models.cells.heat_net import IhcMacrophageDetector, MacrophageDetector
 from models.cells.mitosis_net import CROP_PX, MEAN, STD, MitosisTileDetector
 from models.registry import ModelSpec, register_model
-from wsi.synthetic.classes import MITOSIS_CLASSES
+from wsi.taxonomy import MITOSIS_CLASSES
 
-MITOSIS_V1_SHA256 = "92495da3d661131be91325c03a7cf9a4ae47a08fb94720ded61c6cc552341adb"
+MITOSIS_V1_SHA256 = "5b8252c54647d467e92227c15607fcb68085e9e58ea14c4b5c52817b51890025"
 TAM_V1_SHA256 = "ae1b26170057326bf7caba9c57d399ec1ca963a21d27a3023484558074dfee7f"
 TAM_IHC_V1_SHA256 = "03549c657542dc69956bd42325ccedd2af10ead158bae9695b68ceb0af4e2e4f"
 
@@ -24,12 +24,17 @@ TAM_CLASSES: tuple[str, str] = ("macrophage", "nucleated_cell")
 
 @register_model("atc-mitosis-v1")
 def atc_mitosis_v1() -> ModelSpec:
-    """Haematoxylin-peak candidates + a 64 px crop classifier at 0.25 µm/px (see model card)."""
+    """Haematoxylin-peak candidates + a 64 px crop classifier at 0.25 µm/px (see model card).
+
+    2.0.0: four classes (negative, typical, atypical, tripolar), trained on real AMi-Br mitoses
+    and real non-mitotic nuclei as well as generated figures.
+    """
     return ModelSpec(
         name="atc-mitosis-v1",
         arch=MitosisTileDetector,
         arch_name=(
-            "MitosisTileDetector(H-OD peaks + MitosisNet 16-32-48-64, stride-2 stem, 64 px crops)"
+            "MitosisTileDetector(H-OD peaks + MitosisNet 16-32-48-64, stride-2 stem, 64 px crops, "
+            "4 classes)"
         ),
         task="detect",
         input_mpp=0.25,
@@ -39,7 +44,7 @@ def atc_mitosis_v1() -> ModelSpec:
         std=STD,
         weights_file="atc-mitosis-v1.pt",
         sha256=MITOSIS_V1_SHA256,
-        version="1.3.0",
+        version="2.0.0",
         overlap_px=64,
         extra={"crop_px": float(CROP_PX)},
     )

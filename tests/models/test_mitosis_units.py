@@ -39,25 +39,25 @@ def test_candidates_find_dark_blob_and_crops_are_centred(stride: int) -> None:
     edge = det.crops(x, torch.tensor([[[0, 0]]]))
     assert torch.allclose(edge[0, :, 0, 0], (1.0 - torch.tensor(MEAN)) / torch.tensor(STD))
     out = det(x)
-    assert out.shape == (1, det.max_candidates, 6)
+    assert out.shape == (1, det.max_candidates, 7)
     assert torch.allclose(out[0, 1:, 3], torch.ones(det.max_candidates - 1))
 
 
 def test_point_accumulator_margin_level0_and_state_roundtrip() -> None:
-    acc = PointAccumulator("det", decode_tile(0.5), 3, l0_per_px=2.0, tile_px=100, margin_px=10)
-    raw = np.full((2, 4, 6), -1.0, dtype=np.float32)
+    acc = PointAccumulator("det", decode_tile(0.5), 4, l0_per_px=2.0, tile_px=100, margin_px=10)
+    raw = np.full((2, 4, 7), -1.0, dtype=np.float32)
     raw[:, :, 3] = 1.0
-    raw[0, 0] = (50, 20, 0.9, 0.1, 0.8, 0.1)  # kept: P(mitosis) 0.9
-    raw[0, 1] = (5, 50, 0.9, 0.1, 0.8, 0.1)  # in the margin: dropped
-    raw[0, 2] = (60, 60, 0.9, 0.7, 0.2, 0.1)  # P(mitosis) 0.3: dropped
-    raw[1, 0] = (30, 30, 0.9, 0.0, 0.1, 0.9)
+    raw[0, 0] = (50, 20, 0.9, 0.1, 0.8, 0.05, 0.05)  # kept: P(mitosis) 0.9
+    raw[0, 1] = (5, 50, 0.9, 0.1, 0.8, 0.05, 0.05)  # in the margin: dropped
+    raw[0, 2] = (60, 60, 0.9, 0.7, 0.2, 0.05, 0.05)  # P(mitosis) 0.3: dropped
+    raw[1, 0] = (30, 30, 0.9, 0.0, 0.1, 0.0, 0.9)
     meta = BatchMeta(np.array([3, 7]), np.array([[1000, 2000], [0, 0]]), np.array([True, True]))
     acc.add({"det": raw}, meta)
     rows = acc.finalize()
-    assert rows.shape == (2, 5)
+    assert rows.shape == (2, 6)
     np.testing.assert_allclose(rows[0, :2], [1000 + 20.5 * 2, 2000 + 50.5 * 2])
     st = acc.state(np.array([7]))
-    other = PointAccumulator("det", decode_tile(0.5), 3, l0_per_px=2.0, tile_px=100, margin_px=10)
+    other = PointAccumulator("det", decode_tile(0.5), 4, l0_per_px=2.0, tile_px=100, margin_px=10)
     other.load_state(np.array([7]), st)
     np.testing.assert_allclose(other.finalize(), rows[1:2])
 
@@ -65,9 +65,9 @@ def test_point_accumulator_margin_level0_and_state_roundtrip() -> None:
 def test_cluster_merges_split_figure_at_its_centre() -> None:
     det = np.array(
         [
-            [100.0, 100.0, 0.9, 0.2, 0.8],
-            [120.0, 100.0, 0.9, 0.2, 0.8],  # second chromosome group, 5 µm away
-            [400.0, 400.0, 0.7, 0.6, 0.1],
+            [100.0, 100.0, 0.9, 0.2, 0.0, 0.8],
+            [120.0, 100.0, 0.9, 0.2, 0.0, 0.8],  # second chromosome group, 5 µm away
+            [400.0, 400.0, 0.7, 0.6, 0.1, 0.0],
         ]
     )
     out = finalise_detections(det, nms_l0=30.0)
@@ -78,15 +78,18 @@ def test_cluster_merges_split_figure_at_its_centre() -> None:
 def test_summary_counts_classes_density_and_hpf_area() -> None:
     rng = np.random.default_rng(3)
     xy = rng.normal((5000, 5000), 300, size=(12, 2))
-    p_tri = np.r_[np.full(4, 0.9), np.full(8, 0.1)]
-    det = np.column_stack([xy, np.full(12, 0.95), 1 - p_tri, p_tri])
+    p_tri = np.r_[np.full(4, 0.9), np.full(8, 0.05)]
+    p_atyp = np.r_[np.full(4, 0.05), np.full(2, 0.8), np.full(6, 0.05)]
+    det = np.column_stack([xy, np.full(12, 0.95), 1 - p_tri - p_atyp, p_atyp, p_tri])
     region = RegionMask(np.ones((40, 40), dtype=bool), l0_per_px=400.0)
     s = MitosisSettings(hpf_area_mm2=0.196)
     rep, points, circles = summarise_mitoses(
         det, mpp=0.25, region=region, viable_tumour_mm2=4.0, settings=s
     )
-    assert (rep["count_total"], rep["count_tripolar"], rep["count_typical"]) == (12, 4, 8)
+    assert (rep["count_total"], rep["count_atypical"], rep["count_tripolar"]) == (12, 6, 4)
+    assert rep["count_typical"] == 6  # tripolar figures are atypical
     assert rep["percent_tripolar"] == pytest.approx(33.33, abs=0.01)
+    assert rep["percent_atypical"] == pytest.approx(50.0)
     assert rep["per_mm2_viable_tumour"] == pytest.approx(3.0)
     assert rep["warnings"] == []
     dense, _, _ = summarise_mitoses(
@@ -97,8 +100,9 @@ def test_summary_counts_classes_density_and_hpf_area() -> None:
     assert rep["hpf_area_mm2"] == 0.196
     assert rep["hpf_circle"]["area_mm2"] == pytest.approx(1.96)
     assert "0.196" in rep["hpf_note"]
-    assert [p.name for p in points] == ["Mitosis", "Mitosis tripolar"]
-    assert len(points[1].l0_xy) == 4
+    names = [p.name for p in points]
+    assert names == ["Mitosis: Typical", "Mitosis: Atypical", "Mitosis: Tripolar"]
+    assert [len(p.l0_xy) for p in points] == [6, 2, 4]
     assert circles[0].l0_radius == pytest.approx(3191.5, abs=0.5)
 
 
@@ -124,13 +128,22 @@ def test_configure_sets_the_candidate_grid() -> None:
 def test_decode_keeps_confident_tripolar_candidates_below_the_mitosis_threshold() -> None:
     raw = np.array(
         [
-            [10, 10, 0.8, 0.02, 0.97, 0.01],  # typical, P(mitosis) 0.98: kept
-            [20, 20, 0.8, 0.07, 0.01, 0.92],  # tripolar, P(mitosis) 0.93 < 0.96, P(tri) 0.92: kept
-            [30, 30, 0.8, 0.07, 0.50, 0.43],  # P(mitosis) 0.93, looks typical: dropped
-            [40, 40, -1.0, 0.0, 0.0, 1.0],  # padding: dropped
+            [10, 10, 0.8, 0.02, 0.97, 0.0, 0.01],  # typical, P(mitosis) 0.98: kept
+            [20, 20, 0.8, 0.07, 0.01, 0.0, 0.92],  # tripolar, P(mit) 0.93 < 0.96, P(tri) 0.92: kept
+            [30, 30, 0.8, 0.07, 0.50, 0.0, 0.43],  # P(mitosis) 0.93, looks typical: dropped
+            [40, 40, -1.0, 0.0, 0.0, 0.0, 1.0],  # padding: dropped
         ],
         dtype=np.float32,
     )
     out = decode_tile(0.96, 0.9)(raw)
     assert out[:, 0].tolist() == [10, 20]
     assert decode_tile(0.96)(raw)[:, 0].tolist() == [10]  # default: off
+
+
+def test_coarse_slides_get_no_mitosis_count() -> None:
+    from models.analyses.mitosis import resolution_refusal
+
+    assert resolution_refusal(0.25, 0.5) is None
+    assert resolution_refusal(0.504, 0.5) is None  # a 20× scan
+    reason = resolution_refusal(1.0, 0.5)
+    assert reason is not None and "1.00 µm/px" in reason and "max_slide_mpp" in reason

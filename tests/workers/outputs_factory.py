@@ -107,12 +107,12 @@ def make_outputs(slide_path: Path = SLIDE) -> SlideOutputs:
     center = (dims[0] * 0.5, dims[1] * 0.45)
     points = [
         PointSet(
-            "Mitosis",
+            "Mitosis: Typical",
             _points(rng, 12, center, 250, dims),
             rng.uniform(0.6, 1, 12).astype(np.float32),
         ),
         PointSet(
-            "Mitosis tripolar", _points(rng, 3, center, 250, dims), np.full(3, 0.9, np.float32)
+            "Mitosis: Tripolar", _points(rng, 3, center, 250, dims), np.full(3, 0.9, np.float32)
         ),
         PointSet("Macrophage", _points(rng, 40, center, 500, dims), np.full(40, 0.8, np.float32)),
     ]
@@ -179,7 +179,9 @@ def make_report(
         "mitosis": {
             "count_total": 15,
             "count_typical": 12,
+            "count_atypical": 3,
             "count_tripolar": 3,
+            "percent_atypical": 20.0,
             "percent_tripolar": 20.0,
             "per_mm2_viable_tumour": round(15 / tumour, 3),
             "hotspot_2mm2": {

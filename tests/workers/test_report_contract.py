@@ -28,12 +28,13 @@ from wsi.synthetic.classes import PATTERN_CLASSES
 
 
 def detections(n_typical: int, n_tripolar: int, centre: tuple[float, float]) -> np.ndarray:
-    """(n, 5) detections (l0_x, l0_y, score, p_typical, p_tripolar) spread around ``centre``."""
+    """(n, 6) detections (``models.analyses.mitosis.COLS``) spread around ``centre``."""
     rng = np.random.default_rng(11)
     n = n_typical + n_tripolar
     xy = rng.normal(centre, 200.0, size=(n, 2))
     tri = np.arange(n) >= n_typical
-    return np.column_stack([xy, np.full(n, 0.9), np.where(tri, 0.2, 0.8), np.where(tri, 0.7, 0.1)])
+    p_typ, p_tri = np.where(tri, 0.2, 0.8), np.where(tri, 0.7, 0.1)
+    return np.column_stack([xy, np.full(n, 0.9), p_typ, np.full(n, 0.05), p_tri])
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_real_sections_validate(real_sections: dict[str, Any]) -> None:
     validate_report(report_with(real_sections))
     # a mitosis-free slide: no hotspot, null percentages
     empty, _, _ = summarise_mitoses(
-        np.zeros((0, 5)), mpp=0.5, region=None, viable_tumour_mm2=None, settings=MitosisSettings()
+        np.zeros((0, 6)), mpp=0.5, region=None, viable_tumour_mm2=None, settings=MitosisSettings()
     )
     validate_report(report_with(real_sections, mitosis=empty))
     # a TAM route that could not run reports only its route and why
@@ -104,8 +105,8 @@ def test_real_points_round_trip_through_geojson(
     fc = json.loads(paths["annotations"].read_text(encoding="utf-8"))
     names = Counter(f["properties"]["classification"]["name"] for f in fc["features"])
     mitosis = real_sections["mitosis"]
-    assert names["Mitosis"] == mitosis["count_typical"] == 9
-    assert names["Mitosis tripolar"] == mitosis["count_tripolar"] == 3
+    assert names["Mitosis: Typical"] == mitosis["count_typical"] == 9
+    assert names["Mitosis: Tripolar"] == mitosis["count_tripolar"] == 3
     hotspot = [
         f
         for f in fc["features"]

@@ -77,9 +77,9 @@ def test_geojson_round_trips_the_report(
         if f["geometry"]["type"] == "Point"
     )
     mitosis = report["mitosis"]
-    assert points["Mitosis"] == mitosis["count_typical"]
-    assert points["Mitosis tripolar"] == mitosis["count_tripolar"]
-    assert points["Mitosis"] + points["Mitosis tripolar"] == mitosis["count_total"]
+    assert points["Mitosis: Typical"] == mitosis["count_typical"]
+    assert points["Mitosis: Tripolar"] == mitosis["count_tripolar"]
+    assert points["Mitosis: Typical"] + points["Mitosis: Tripolar"] == mitosis["count_total"]
     tiles = [
         f
         for f in fc["features"]
@@ -120,7 +120,9 @@ def test_tiles_npz_round_trips(written: tuple[SlideOutputs, dict[str, Path], Pat
         assert tuple(npz["class_names"]) == outputs.tiles.class_names  # type: ignore[union-attr]
         np.testing.assert_array_equal(npz["map__tam_density"], outputs.maps[-1].values)
         assert json.loads(str(npz["map__tam_density__meta"]))["vmax"] == 200.0
-        np.testing.assert_array_equal(npz["points__Mitosis"], outputs.points[0].l0_xy)
+        np.testing.assert_array_equal(
+            npz[f"points__{outputs.points[0].name}"], outputs.points[0].l0_xy
+        )
 
 
 def test_html_is_self_contained_and_readable(

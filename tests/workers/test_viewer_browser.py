@@ -154,7 +154,7 @@ def test_viewer_draws_slide_overlays_and_markers(server_url: str) -> None:
             page.locator("#opacity").fill("20")
             settle(page)
             assert (np.abs(shot(page) - tam).sum(axis=2) > 30).mean() > 0.02
-            page.locator("input[data-marker='Mitosis']").uncheck()
+            page.locator("input[data-marker='Mitosis: Typical']").uncheck()
             assert not page.locator(".marker-mitosis").first.is_visible()
         finally:
             browser.close()

@@ -103,8 +103,8 @@ def test_markers_leave_out_tiles(client: TestClient) -> None:
     markers = client.get(f"{BASE}/markers.geojson").json()
     classes = {k: v["count"] for k, v in markers["classes"].items()}
     assert classes == {
-        "Mitosis": 12,
-        "Mitosis tripolar": 3,
+        "Mitosis: Typical": 12,
+        "Mitosis: Tripolar": 3,
         "Macrophage": 40,
         "Necrosis": 1,
         "Mitosis hotspot 2 mm²": 1,

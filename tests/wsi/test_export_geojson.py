@@ -36,8 +36,10 @@ def outputs() -> SlideOutputs:
         mpp=0.25,
         report={},
         points=[
-            PointSet("Mitosis", rng.uniform(0, 1000, (7, 2)), rng.random(7).astype(np.float32)),
-            PointSet("Mitosis tripolar", rng.uniform(0, 1000, (2, 2)), np.ones(2, np.float32)),
+            PointSet(
+                "Mitosis: Typical", rng.uniform(0, 1000, (7, 2)), rng.random(7).astype(np.float32)
+            ),
+            PointSet("Mitosis: Tripolar", rng.uniform(0, 1000, (2, 2)), np.ones(2, np.float32)),
             PointSet("Macrophage", rng.uniform(0, 1000, (11, 2)), np.ones(11, np.float32)),
         ],
         polygons=[PolygonSet("Necrosis", [[square, hole], [bowtie], [line]])],
@@ -57,7 +59,9 @@ def test_feature_collection_round_trips() -> None:
         if (top == k).any()
     }
     det = count_classes(fc, "detection")
-    assert det["Mitosis"] == 7 and det["Mitosis tripolar"] == 2 and det["Macrophage"] == 11
+    assert (
+        det["Mitosis: Typical"] == 7 and det["Mitosis: Tripolar"] == 2 and det["Macrophage"] == 11
+    )
     assert sum(det.values()) == 6 + 20
     assert {k: det[k] for k in expected_tiles} == expected_tiles
     assert count_classes(fc, "annotation") == {"Necrosis": 2, "Mitosis hotspot": 1}
@@ -87,7 +91,9 @@ def test_tile_measurements_and_points_are_exact() -> None:
         assert meas == pytest.approx(
             {"P(Background)": p[0], "P(Spindle)": p[1], "P(Squamoid)": p[2]}, abs=1e-5
         )
-    mitoses = [f for f in fc["features"] if f["properties"]["classification"]["name"] == "Mitosis"]
+    mitoses = [
+        f for f in fc["features"] if f["properties"]["classification"]["name"] == "Mitosis: Typical"
+    ]
     np.testing.assert_allclose([f["geometry"]["coordinates"] for f in mitoses], out.points[0].l0_xy)
     no_tiles = to_geojson(out, include_tiles=False)
     assert all(
@@ -121,7 +127,7 @@ def test_necrosis_hole_kept_and_bowtie_repaired() -> None:
 
 def test_bad_inputs_are_refused() -> None:
     out = outputs()
-    out.points.append(PointSet("Mitosis", np.zeros((3, 2)), np.zeros(2, np.float32)))
+    out.points.append(PointSet("Mitosis: Typical", np.zeros((3, 2)), np.zeros(2, np.float32)))
     with pytest.raises(ExportError, match="3 points but 2 scores"):
         to_geojson(out)
     bad_tiles = outputs()
@@ -140,11 +146,11 @@ def test_asap_xml_counts() -> None:
     root = ET.fromstring(to_asap_xml(outputs()))
     anns = root.findall("./Annotations/Annotation")
     groups = [a.get("PartOfGroup") for a in anns]
-    assert groups.count("Mitosis") == 7 and groups.count("Mitosis tripolar") == 2
+    assert groups.count("Mitosis: Typical") == 7 and groups.count("Mitosis: Tripolar") == 2
     assert groups.count("Necrosis") == 3 and groups.count("Mitosis hotspot") == 1
     assert {g.get("Name") for g in root.findall("./AnnotationGroups/Group")} == {
-        "Mitosis",
-        "Mitosis tripolar",
+        "Mitosis: Typical",
+        "Mitosis: Tripolar",
         "Macrophage",
         "Necrosis",
         "Mitosis hotspot",

@@ -92,8 +92,8 @@ def test_truth_counts_match_geojson_points(small: Path) -> None:
         if f["geometry"]["type"] == "Point"
     ]
     c = info["counts"]
-    assert names.count("Mitosis typical") == c["mitosis_typical"]
-    assert names.count("Mitosis tripolar") == c["mitosis_tripolar"]
+    assert names.count("Mitosis: Typical") == c["mitosis_typical"]
+    assert names.count("Mitosis: Tripolar") == c["mitosis_tripolar"]
     assert names.count("Macrophage") == c["macrophage"]
     assert sum(n.startswith("Lookalike ") for n in names) == c["lookalike"]
     for kind in ("apoptotic", "pyknotic", "lymphocyte", "karyorrhectic", "tangential"):

@@ -188,9 +188,10 @@ def _mitosis_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     n_hpf, hpf_mm2 = m["n_hpf"], m["hpf_area_mm2"]
     return [
         ("Total detected", fmt(m["count_total"])),
-        ("  Mitosis (typical)", fmt(m["count_typical"])),
-        ("  Mitosis tripolar (atypical)", fmt(m["count_tripolar"])),
-        ("Atypical share", fmt(m["percent_tripolar"], "%", 1)),
+        ("  Typical", fmt(m["count_typical"])),
+        ("  Atypical (all forms)", fmt(m["count_atypical"])),
+        ("    of which tripolar / multipolar", fmt(m["count_tripolar"])),
+        ("Atypical share", fmt(m["percent_atypical"], "%", 1)),
         ("Per mm² of viable tumour", fmt(m["per_mm2_viable_tumour"], "", 2)),
         ("In the 2 mm² hotspot", fmt(m["mitoses_per_2mm2_hotspot"])),
         (

@@ -152,8 +152,12 @@ def _mitosis_counts() -> Schema:
     return _obj(
         {
             "count_total": _int(0, "mitoses detected"),
-            "count_typical": _int(0, "classified 'Mitosis'"),
-            "count_tripolar": _int(0, "classified 'Mitosis tripolar' (atypical)"),
+            "count_typical": _int(0, "classified 'Mitosis: Typical'"),
+            "count_atypical": _int(
+                0, "atypical: 'Mitosis: Atypical' plus 'Mitosis: Tripolar' (tripolar is atypical)"
+            ),
+            "count_tripolar": _int(0, "classified 'Mitosis: Tripolar' (tri-/multipolar, atypical)"),
+            "percent_atypical": _num(0, 100, nullable=True, desc="atypical share of mitoses, %"),
             "percent_tripolar": _num(0, 100, nullable=True, desc="tripolar share of mitoses, %"),
             "per_mm2_viable_tumour": _num(0, nullable=True, desc="mitoses per mm² of tumour"),
             "hotspot_2mm2": _circle("densest 2 mm² circle within tumour"),

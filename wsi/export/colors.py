@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from wsi.results import MapKind
-from wsi.synthetic.classes import MITOSIS_DISPLAY, PATTERN_CLASSES, PATTERN_DISPLAY
+from wsi.taxonomy import MITOSIS_DISPLAY, PATTERN_CLASSES, PATTERN_DISPLAY
 
 RGB = tuple[int, int, int]
 
@@ -26,8 +26,9 @@ CLASS_COLORS: Final[dict[str, RGB]] = {
     "Squamoid": (0, 158, 115),
     "Necrosis": (120, 30, 30),
     "Non-tumour": (204, 121, 167),
-    "Mitosis": (220, 20, 60),
-    "Mitosis tripolar": (255, 0, 255),
+    "Mitosis: Typical": (220, 20, 60),
+    "Mitosis: Atypical": (255, 120, 0),
+    "Mitosis: Tripolar": (255, 0, 255),
     "Macrophage": (139, 90, 43),
     "Mitosis hotspot": (255, 215, 0),
     "Tumour": (200, 0, 0),

@@ -4,7 +4,8 @@ Coordinates are level-0 pixels, as QuPath expects. Objects:
 
 * tiles of the tile classifier: ``"detection"`` squares classified by their top class, with one
   measurement ``"P(<class>)"`` per class probability;
-* point sets (mitoses ``"Mitosis"`` / ``"Mitosis tripolar"``, ``"Macrophage"`` …): ``"detection"``
+* point sets (mitoses ``"Mitosis: Typical"`` / ``"Mitosis: Atypical"`` / ``"Mitosis: Tripolar"``,
+  ``"Macrophage"`` …): ``"detection"``
   points with a ``"score"`` measurement;
 * polygon sets (``"Necrosis"`` …): ``"annotation"`` polygons, repaired with shapely when invalid;
 * circles (the mitosis hotspot): ``"annotation"`` polygons approximating the circle, with the

@@ -11,7 +11,7 @@ from shapely.geometry import MultiPolygon, Polygon, mapping
 from skimage import measure
 
 from wsi.synthetic import _prims as P
-from wsi.synthetic.classes import PATTERN_CLASSES, PATTERN_DISPLAY
+from wsi.synthetic.classes import MITOSIS_DISPLAY, PATTERN_CLASSES, PATTERN_DISPLAY
 
 COLORS: dict[str, list[int]] = {
     "spindle": [200, 60, 60],
@@ -19,8 +19,8 @@ COLORS: dict[str, list[int]] = {
     "squamoid": [230, 160, 40],
     "necrosis": [90, 90, 90],
     "non_tumour": [60, 170, 80],
-    "Mitosis typical": [255, 0, 0],
-    "Mitosis tripolar": [255, 0, 255],
+    MITOSIS_DISPLAY["mitosis_typical"]: [255, 0, 0],
+    MITOSIS_DISPLAY["mitosis_tripolar"]: [255, 0, 255],
     "Macrophage": [150, 90, 20],
 }
 
@@ -85,9 +85,9 @@ def _point(x: float, y: float, name: str, kind: str, obj: str) -> dict[str, Any]
 def point_class(code: int) -> str | None:
     """Return the GeoJSON class name of a truth-point kind code (None: not exported)."""
     if code in P.TYPICAL_CODES:
-        return "Mitosis typical"
+        return MITOSIS_DISPLAY["mitosis_typical"]
     if code in P.TRIPOLAR_CODES:
-        return "Mitosis tripolar"
+        return MITOSIS_DISPLAY["mitosis_tripolar"]
     if code in P.LOOKALIKE_CODES:
         return f"Lookalike {P.LOOKALIKE_CODES[code]}"
     if code in P.MACROPHAGE_CODES:

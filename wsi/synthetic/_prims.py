@@ -56,7 +56,7 @@ NON_NUCLEATED = (7, 20, 23)
 
 
 def mitosis_class(codes: NDArray[np.integer]) -> NDArray[np.int64]:
-    """Return MITOSIS_CLASSES index per kind code (0 negative, 1 typical, 2 tripolar)."""
+    """Return FIGURE_CLASSES index per kind code (0 negative, 1 typical, 2 tripolar)."""
     out = np.zeros(codes.shape, np.int64)
     out[np.isin(codes, TYPICAL_CODES)] = 1
     out[np.isin(codes, TRIPOLAR_CODES)] = 2

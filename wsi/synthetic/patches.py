@@ -47,7 +47,7 @@ class PatchBatch:
     Attributes:
         images: (n, size, size, 3) uint8 RGB.
         labels: (n,) int64. pattern/necrosis: PATTERN_CLASSES index of the patch's majority
-            class; mitosis: MITOSIS_CLASSES index of the object at the centre (0 = negative);
+            class; mitosis: FIGURE_CLASSES index of the object at the centre (0 = negative);
             macrophage: zeros.
         masks: (n, size, size) uint8 label map in PATTERN_CLASSES values (pattern, necrosis), else
             None.
@@ -370,7 +370,7 @@ def _in_crop(pts: NDArray[np.float64], lx: int, ly: int, size: int) -> NDArray[n
 
 
 def _mitosis_points(pts: NDArray[np.float64], lx: int, ly: int, size: int) -> NDArray[np.float32]:
-    """Return (k, 3) x, y (crop px), MITOSIS_CLASSES index of every mitotic figure in a crop."""
+    """Return (k, 3) x, y (crop px), FIGURE_CLASSES index of every mitotic figure in a crop."""
     c = _in_crop(pts, lx, ly, size)
     codes = c[:, 2].astype(np.int64)
     m = np.isin(codes, _MITOTIC)

@@ -21,7 +21,7 @@ from scipy.spatial import cKDTree
 from wsi.io import atomic_write_bytes, atomic_write_json
 from wsi.synthetic import _prims as P
 from wsi.synthetic._geojson import point_features, region_features
-from wsi.synthetic.classes import MITOSIS_CLASSES, PATTERN_CLASSES, TUMOUR_PATTERNS
+from wsi.synthetic.classes import FIGURE_CLASSES, PATTERN_CLASSES, TUMOUR_PATTERNS
 
 F64 = NDArray[np.float64]
 HOTSPOT_MM2 = 2.0
@@ -229,7 +229,7 @@ def load_truth(out_dir: str | Path) -> SlideTruth:
         label_l0_per_px=float(info["label_map"]["l0_per_px"]),
         mpp=float(info["mpp"]),
         mitoses=pts[mit, :2],
-        mitosis_classes=tuple(MITOSIS_CLASSES[c] for c in P.mitosis_class(codes[mit])),
+        mitosis_classes=tuple(FIGURE_CLASSES[c] for c in P.mitosis_class(codes[mit])),
         mitosis_kinds=tuple(P.KIND_NAMES[int(c)] for c in codes[mit]),
         lookalikes=pts[la, :2],
         lookalike_kinds=tuple(P.LOOKALIKE_CODES[int(c)] for c in codes[la]),

@@ -1,0 +1,65 @@
+"""Mitosis training data: real loaders, slide-stable splits, crops, candidate recall."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.cells.mitosis_net import MitosisTileDetector
+from models.training.mitosis_data import (
+    STORE_PX,
+    Crops,
+    ami_br,
+    atnorm_br,
+    candidate_recall,
+    crops_at,
+    in_split,
+    nucleus_images,
+)
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(
+    not (SHARED / "real" / "mitosis").is_dir(), reason="shared real data not present"
+)
+
+
+def test_split_is_by_group_and_stable() -> None:
+    groups = [f"MIDOG21/{i:03d}.tiff" for i in range(400)]
+    val = [g for g in groups if in_split(g, 0.3)]
+    assert 0.2 < len(val) / len(groups) < 0.4
+    assert val == [g for g in groups if in_split(g, 0.3)]  # same answer every run
+
+
+def test_crops_reflect_at_the_border() -> None:
+    img = np.arange(100 * 100 * 3, dtype=np.uint32).reshape(100, 100, 3).astype(np.uint8)
+    out = crops_at(img, np.array([[0.0, 0.0], [50.0, 50.0]]))
+    assert out.shape == (2, STORE_PX, STORE_PX, 3)
+    np.testing.assert_array_equal(out[1], img[10:90, 10:90])
+    np.testing.assert_array_equal(out[0, 40, 40], img[0, 0])  # centre on the requested pixel
+
+
+@pytest.mark.slow
+@needs_shared
+def test_real_loaders_split_by_slide_and_deduplicate() -> None:
+    ami = ami_br(SHARED)
+    assert len(ami) == 1108 and set(np.unique(ami.labels)) <= {1, 2, 3}
+    val = np.array([in_split(g, 0.3) for g in ami.groups])
+    assert not set(ami.groups[val]) & set(ami.groups[~val])  # no slide on both sides
+    at = atnorm_br(SHARED)
+    assert 650 < len(at) < 746  # pixel-identical duplicates and conflicting groups removed
+    splits = {(s, sp) for s, _, _, _, sp in nucleus_images(SHARED)}
+    assert {("consep", "train"), ("consep", "val"), ("monusac", "val")} <= splits
+    groups_by_split: dict[str, set[str]] = {"train": set(), "val": set()}
+    for _, g, _, _, sp in nucleus_images(SHARED):
+        groups_by_split[sp].add(g)
+    assert not groups_by_split["train"] & groups_by_split["val"]
+    # the candidate stage finds real figures (the classifier only sees candidates)
+    sub = ami.take(np.arange(0, len(ami), 10))
+    rec = candidate_recall(MitosisTileDetector(), sub)
+    assert rec and all(v >= 0.8 for v in rec.values())
+    empty = Crops.make(
+        np.zeros((0, STORE_PX, STORE_PX, 3), np.uint8), np.zeros(0, np.int64), "x", []
+    )
+    assert candidate_recall(MitosisTileDetector(), empty) == {}
