@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from wsi.cost import check_stage, grid_read_px
 from wsi.errors import InvalidTilingError, TileReadError
 
 if TYPE_CHECKING:
@@ -108,8 +109,13 @@ class TileGrid:
         mask: TissueMask | None = None,
         min_tissue: float = 0.0,
     ) -> TileGrid:
-        """Build the grid of ``slide`` at ``target_mpp`` (see :func:`build_tile_grid`)."""
-        return build_tile_grid(
+        """Build the grid of ``slide`` at ``target_mpp`` (see :func:`build_tile_grid`).
+
+        Raises:
+            ReadBudgetError: reading its tiles would decode more than
+                ``slide.settings.max_stage_read_px``.
+        """
+        grid = build_tile_grid(
             l0_dimensions=slide.dimensions,
             mpp=slide.mpp,
             level_downsamples=slide.level_downsamples,
@@ -119,6 +125,8 @@ class TileGrid:
             mask=mask,
             min_tissue=min_tissue,
         )
+        check_stage(slide, "tiles", grid_read_px(grid), grid.level)
+        return grid
 
 
 def _choose_level(mpp: float, level_downsamples: tuple[float, ...], target_mpp: float) -> int:
