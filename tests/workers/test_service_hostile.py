@@ -154,3 +154,50 @@ def test_refusals_are_typed_and_leave_nothing_behind(service: Any, api_url: str)
         r = api.post("/v1/jobs", json={"slide_path": dicom.name}, headers=headers)
         assert r.status_code == 201, r.text
         assert r.json()["job"]["slide_path"] == str(dicom.resolve())
+
+
+def test_first_send_after_the_context_logs_no_recursion_error(service: Any) -> None:
+    # what `serve` and `watch` do: build the context, then send the first task
+    code = (
+        "import logging; logging.basicConfig(level=logging.WARNING)\n"
+        "from workers.jobs import get_context\n"
+        "ctx = get_context()\n"
+        "from workers.celery_app import app\n"
+        "app.send_task('atc.thumbnail', args=['x'], queue=ctx.service.io_queue)\n"
+        "print(app.conf.broker_transport_options['global_keyprefix'])\n"
+    )
+    env = {**os.environ, **service.env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "RecursionError" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout.strip() == service.ctx.service.key_prefix
+    client = redis.Redis.from_url(service.env["ATC_BROKER_URL"])
+    assert client.llen(service.ctx.service.key_prefix + service.ctx.service.io_queue) == 1
+
+
+def test_stale_failure_note_is_removed_when_the_slide_finally_succeeds(
+    service_factory: Any,
+) -> None:
+    from workers.watch import FAILED_SUFFIX, Watcher
+
+    svc = service_factory(watch_poll_s=0.1, watch_stable_polls=3, watch_open_retries=2)
+    inbox = svc.slides / "in"
+    inbox.mkdir()
+    data = (svc.fixtures / "small.svs").read_bytes()
+    slide = inbox / "stalled.svs"
+    slide.write_bytes(data[:700])  # the copy stalls part-way: the slide does not open
+    watcher = Watcher(svc.ctx, inbox, svc.send)
+    note = slide.with_name(slide.name + FAILED_SUFFIX)
+    svc.wait_for(lambda: watcher.poll_once() is not None and note.exists(), 30, "the note", 0.05)
+    assert watcher.entries["stalled.svs"].status == "failed"
+    slide.write_bytes(data)  # the copy completes
+    svc.start_worker()
+    svc.wait_for(
+        lambda: watcher.poll_once() is not None and watcher.entries["stalled.svs"].status == "done",
+        60,
+        "the completed slide's job to succeed",
+        0.1,
+    )
+    assert not note.exists()
