@@ -117,7 +117,8 @@ def mutate_tiff(src: bytes, path: Path, rng: random.Random) -> tuple[bytes, str]
         keys = ("width", "length") if kind == "dims" else ("tile_width", "tile_length")
         choices = [f for k in keys for f in fields[k]]
         if choices:
-            value = rng.choice(_ODD_DIMS if kind == "dims" else _ODD_TILES + (rng.randint(2, 9999),))
+            odd = _ODD_DIMS if kind == "dims" else (*_ODD_TILES, rng.randint(2, 9999))
+            value = rng.choice(odd)
             _put(data, rng.choice(choices), 0, value)
     elif kind == "past_end" and fields["offsets"]:
         f = rng.choice(fields["offsets"])

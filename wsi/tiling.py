@@ -19,6 +19,7 @@ from PIL import Image
 
 from wsi.cost import check_stage, grid_read_px
 from wsi.errors import InvalidTilingError, TileReadError
+from wsi.settings import SlideSettings
 
 if TYPE_CHECKING:
     from wsi.slide import Slide
@@ -242,10 +243,18 @@ class TileReader:
     DataLoader worker processes: no handle ever crosses a process boundary.
     """
 
-    def __init__(self, path: str | Path, grid: TileGrid, mpp_override: float | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        grid: TileGrid,
+        mpp_override: float | None = None,
+        *,
+        settings: SlideSettings | None = None,
+    ) -> None:
         self.path = Path(path)
         self.grid = grid
         self.mpp_override = mpp_override
+        self.settings = settings  # the slide's own (colour fix, limits); None = defaults
         self._slide: Slide | None = None
         self._pid: int | None = None
         self.unreadable = 0
@@ -263,7 +272,8 @@ class TileReader:
         from wsi.slide import open_slide  # local import keeps tiling importable without a slide
 
         if self._slide is None or self._pid != os.getpid():
-            self._slide = open_slide(self.path, self.mpp_override)
+            settings = self.settings or SlideSettings()
+            self._slide = open_slide(self.path, self.mpp_override, settings=settings)
             self._pid = os.getpid()
         return self._slide
 
