@@ -21,7 +21,9 @@ import torch
 from models.analyses import AnalysisContext, AnalysisOutput, plan_analyses
 from models.device import DeviceChoice, resolve_device
 from models.engine import Engine
+from models.errors import AnalysisCancelled
 from models.settings import PipelineSettings
+from wsi.errors import StageCancelled
 from wsi.results import SlideOutputs
 from wsi.slide import Slide, open_slide
 from wsi.tissue import TissueMask, compute_tissue_mask
@@ -122,7 +124,7 @@ def analyze_slide(
         progress: ``(stage, done, total)`` callback; stages are ``tissue`` and the engine tags
             of each analysis (``pattern``, ``necrosis`` …); ``tissue`` counts chunks read.
         cancel: polled between tissue chunks and between batches; True raises
-            ``StageCancelled`` (tissue) or ``AnalysisCancelled``.
+            ``AnalysisCancelled``.
         work_dir: checkpoint folder for crash-safe resume (see ``models.engine``).
         mpp_override: µm/px to use instead of the slide's own.
 
@@ -139,12 +141,17 @@ def analyze_slide(
     with open_slide(path, mpp_override, settings=settings.slide) as slide:
         timings["open"] = time.perf_counter() - t0
         t = time.perf_counter()
-        tissue = compute_tissue_mask(
-            slide,
-            settings.tissue,
-            progress=(lambda done, total: progress("tissue", done, total)) if progress else None,
-            cancel=cancel,
-        )
+        try:
+            tissue = compute_tissue_mask(
+                slide,
+                settings.tissue,
+                progress=(lambda done, total: progress("tissue", done, total))
+                if progress
+                else None,
+                cancel=cancel,
+            )
+        except StageCancelled as exc:  # one cancellation error for every stage
+            raise AnalysisCancelled(f"analysis cancelled in the tissue stage: {exc}") from exc
         timings["tissue"] = time.perf_counter() - t
         ctx = AnalysisContext(
             slide_path=Path(path),

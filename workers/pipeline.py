@@ -39,8 +39,8 @@ def run_pipeline(
     Raises:
         WsiError: the slide cannot be opened, lacks a pixel size, or is implausible.
         ModelError: a model is unknown or its weights fail their checksum.
-        AnalysisCancelled: ``cancel()`` returned True between batches or before writing.
-        StageCancelled: ``cancel()`` returned True while the tissue mask was read.
+        AnalysisCancelled: ``cancel()`` returned True between tissue chunks, between batches or
+            before writing.
     """
     result = analyze_slide(
         slide_path, settings.pipeline(), progress=progress, cancel=cancel, work_dir=work_dir
