@@ -16,7 +16,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# torch is pinned here, not in pyproject, so nothing can pull another build.
+# torch is pinned here and installed first; pyproject declares compatible ranges that this
+# exact pin satisfies, so the editable install below pulls no other build.
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q --config-settings editable_mode=compat -e '.[dev]'

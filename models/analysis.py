@@ -21,7 +21,9 @@ import torch
 from models.analyses import AnalysisContext, AnalysisOutput, plan_analyses
 from models.device import DeviceChoice, resolve_device
 from models.engine import Engine
+from models.errors import AnalysisCancelled
 from models.settings import PipelineSettings
+from wsi.errors import StageCancelled
 from wsi.results import SlideOutputs
 from wsi.slide import Slide, open_slide
 from wsi.tissue import TissueMask, compute_tissue_mask
@@ -120,8 +122,9 @@ def analyze_slide(
         path: the slide file.
         settings: pipeline settings (``settings.analyses`` names what runs).
         progress: ``(stage, done, total)`` callback; stages are ``tissue`` and the engine tags
-            of each analysis (``pattern``, ``necrosis`` …).
-        cancel: polled between batches; True raises ``AnalysisCancelled``.
+            of each analysis (``pattern``, ``necrosis`` …); ``tissue`` counts chunks read.
+        cancel: polled between tissue chunks and between batches; True raises
+            ``AnalysisCancelled``.
         work_dir: checkpoint folder for crash-safe resume (see ``models.engine``).
         mpp_override: µm/px to use instead of the slide's own.
 
@@ -138,11 +141,17 @@ def analyze_slide(
     with open_slide(path, mpp_override, settings=settings.slide) as slide:
         timings["open"] = time.perf_counter() - t0
         t = time.perf_counter()
-        if progress:
-            progress("tissue", 0, 1)
-        tissue = compute_tissue_mask(slide, settings.tissue)
-        if progress:
-            progress("tissue", 1, 1)
+        try:
+            tissue = compute_tissue_mask(
+                slide,
+                settings.tissue,
+                progress=(lambda done, total: progress("tissue", done, total))
+                if progress
+                else None,
+                cancel=cancel,
+            )
+        except StageCancelled as exc:  # one cancellation error for every stage
+            raise AnalysisCancelled(f"analysis cancelled in the tissue stage: {exc}") from exc
         timings["tissue"] = time.perf_counter() - t
         ctx = AnalysisContext(
             slide_path=Path(path),
@@ -202,6 +211,7 @@ def _report(
         "unreadable_tiles": int(sum(q.get("unreadable_tiles", 0) for q in qc_per.values())),
         "pen_fraction": round(tissue.pen_fraction, 4),
         "blur_fraction": blur[0] if blur else 0.0,
+        "colour": slide.colour.as_qc(),
         "analyses": qc_per,
     }
     report["provenance"] = {

@@ -60,6 +60,7 @@ class EngineStats:
         chunks_computed: chunks computed in this run.
         seconds: wall time of the run.
         batch_size: tiles per forward pass.
+        n_computed: tiles computed in this run (not restored from checkpoints).
     """
 
     n_tiles: int
@@ -68,11 +69,13 @@ class EngineStats:
     chunks_computed: int
     seconds: float
     batch_size: int
+    n_computed: int = -1
 
     @property
     def tiles_per_s(self) -> float:
-        """Throughput over the whole run (loaded chunks included)."""
-        return self.n_tiles / self.seconds if self.seconds > 0 else 0.0
+        """Throughput of the tiles computed in this run (restored chunks are not work done)."""
+        computed = self.n_tiles if self.n_computed < 0 else self.n_computed
+        return computed / self.seconds if self.seconds > 0 else 0.0
 
 
 class _TileDataset(Dataset[TileSample]):
@@ -264,6 +267,7 @@ class Engine:
             chunks_computed=len(todo),
             seconds=time.perf_counter() - t0,
             batch_size=bs,
+            n_computed=sum(len(chunks[k]) for k in todo),
         )
 
     def _span(self, k: int) -> slice:

@@ -88,15 +88,16 @@ class TokenVerifier:
             AuthError: no bearer token, or no stored hash matches (HTTP 401).
             ForbiddenError: the token lacks the scope (HTTP 403).
         """
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():  # the scheme is case-insensitive
             raise AuthError("missing bearer token; send 'Authorization: Bearer <token>'")
-        digest = hash_token(authorization[len("Bearer ") :].strip())
+        digest = hash_token(credentials.strip())
         match: TokenEntry | None = None
         for entry in self.entries():  # no early exit: the time spent does not reveal which
             if hmac.compare_digest(digest, entry.sha256):
                 match = entry
         if match is None:
-            raise AuthError("invalid token; create one with `atc-wsi tokens --name NAME`")
+            raise AuthError("invalid token; create one with `atc-wsi tokens NAME --scope read`")
         if scope not in match.scopes and "admin" not in match.scopes:
             raise ForbiddenError(scope)
         return match

@@ -22,7 +22,10 @@ EXPAND_BATCH_TASK = "atc.expand_batch"
 
 def celery_config(service: ServiceSettings) -> dict[str, Any]:
     """Return the Celery configuration for these service settings."""
-    transport = {"visibility_timeout": service.visibility_timeout_s}
+    transport = {
+        "visibility_timeout": service.visibility_timeout_s,
+        "global_keyprefix": service.key_prefix,  # one Redis, many deployments, no shared keys
+    }
     return {
         "broker_url": service.broker_url,
         "result_backend": service.result_backend,
@@ -65,12 +68,15 @@ def create_app(service: ServiceSettings | None = None) -> Celery:
         app.conf.update(celery_config(service))
         return app
 
-    def _configure(sender: Celery, **_: Any) -> None:
+    def _lazy_config() -> dict[str, Any]:
+        # Evaluated by Celery while it loads its configuration (the first send or worker start).
+        # An ``on_configure`` handler that updates ``conf`` re-enters that loading and raised
+        # RecursionError on the first submission of ``serve`` and ``watch``.
         from workers.jobs import get_context
 
-        sender.conf.update(celery_config(get_context().service))
+        return celery_config(get_context().service)
 
-    app.on_configure.connect(_configure, weak=False)
+    app.add_defaults(_lazy_config)
     return app
 
 

@@ -7,9 +7,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import httpx
 import typer
 
 from workers.cli_common import console, handle_errors, progress_bar
-from workers.errors import JobError
+from workers.errors import ApiUnreachableError, JobError
 
 _TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -32,6 +35,15 @@ def _client(api: str | None, token: str | None) -> httpx.Client:
     return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
 
+@contextlib.contextmanager
+def _reachable(client: httpx.Client) -> Iterator[None]:
+    """Turn a transport failure (API down, DNS, timeout) into one typed error."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise ApiUnreachableError(str(client.base_url), type(exc).__name__) from None
+
+
 def _check(r: httpx.Response) -> Any:
     if r.status_code >= 400:
         try:
@@ -43,20 +55,42 @@ def _check(r: httpx.Response) -> Any:
 
 
 def worker(
-    queues: str = typer.Option("", help="comma-separated queues (default: analysis and io)"),
+    queues: str = typer.Option(
+        "", help="comma-separated queues (default: analysis here, io in its own process)"
+    ),
     concurrency: int = typer.Option(0, help="processes (default: service.worker_concurrency)"),
     loglevel: str = typer.Option("info", help="Celery log level"),
     name: str = typer.Option("atc@%h", help="worker node name"),
 ) -> None:
-    """Run a Celery worker (one per GPU: set CUDA_VISIBLE_DEVICES per worker)."""
+    """Run a Celery worker (one per GPU: set CUDA_VISIBLE_DEVICES per worker).
+
+    Without ``--queues`` the io queue (thumbnails, batch expansion) gets its own worker process
+    (``io-<name>``, one pool process), so it never waits behind a long analysis.
+    """
     with handle_errors():
         from workers.celery_app import app
         from workers.jobs import get_context
 
         svc = get_context().service
-        argv = ["worker", "-Q", queues or f"{svc.analysis_queue},{svc.io_queue}"]
+        argv = ["worker", "-Q", queues or svc.analysis_queue]
         argv += ["-c", str(concurrency or svc.worker_concurrency), "-l", loglevel, "-n", name]
-    app.worker_main(argv)
+    io_worker = None if queues else _start_io_worker(svc.io_queue, loglevel, name)
+    try:
+        app.worker_main(argv)
+    finally:
+        if io_worker is not None and io_worker.poll() is None:
+            io_worker.terminate()
+            try:
+                io_worker.wait(30)
+            except subprocess.TimeoutExpired:
+                io_worker.kill()
+
+
+def _start_io_worker(queue: str, loglevel: str, name: str) -> subprocess.Popen[bytes]:
+    """Start the io queue's own Celery worker process (stopped with the analysis worker)."""
+    cmd = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queue]
+    cmd += ["-c", "1", "-l", loglevel, "-n", f"io-{name}"]
+    return subprocess.Popen(cmd)
 
 
 def serve(
@@ -87,7 +121,7 @@ def submit(
     token: str | None = typer.Option(None, help="API token (default: $ATC_API_TOKEN)"),
 ) -> None:
     """Submit a slide through the API; with --wait, follow it to the end (exit 1 if it fails)."""
-    with handle_errors(), _client(api, token) as client:
+    with handle_errors(), _client(api, token) as client, _reachable(client):
         local = Path(slide)
         if upload:
             with open(local, "rb") as fh:
@@ -131,7 +165,7 @@ def jobs(
     """List jobs with their state and progress."""
     from rich.table import Table
 
-    with handle_errors(), _client(api, token) as client:
+    with handle_errors(), _client(api, token) as client, _reachable(client):
         params: dict[str, Any] = {"limit": limit, **({"state": state} if state else {})}
         body = _check(client.get("/v1/jobs", params=params))
     table = Table("id", "state", "progress", "slide", "reason")

@@ -133,3 +133,17 @@ class ServiceConfigError(JobError):
 
     code = "service_config"
     http_status = 500
+
+
+class ApiUnreachableError(JobError):
+    """The CLI could not reach the API (down, wrong ``service.api_url``, network)."""
+
+    code = "api_unreachable"
+    http_status = 503
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(
+            f"cannot reach the API at {url} ({detail}); start it with `atc-wsi serve`, or pass "
+            "--api / set service.api_url"
+        )
+        self.url = url

@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import BaseModel
 
 import wsi
+from wsi.slide import is_dicom_folder as is_dicom_series_folder
+from wsi.slide import resolve_slide_file
 
 #: File name suffixes of single-file slides OpenSlide reads.
 SLIDE_SUFFIXES: frozenset[str] = frozenset(
@@ -24,19 +26,12 @@ SLIDE_SUFFIXES: frozenset[str] = frozenset(
 
 def is_dicom_folder(path: Path) -> bool:
     """Return True for a folder holding DICOM instances and nothing else visible (one slide)."""
-    if not path.is_dir():
-        return False
-    files = [p for p in path.iterdir() if not p.name.startswith(".")]
-    return bool(files) and all(p.is_file() and p.suffix.lower() == ".dcm" for p in files)
+    return is_dicom_series_folder(path)
 
 
 def open_target(path: Path) -> Path:
     """Return the file OpenSlide should open for ``path`` (any instance of a DICOM folder)."""
-    if path.is_dir():
-        instances = sorted(p for p in path.iterdir() if p.suffix.lower() == ".dcm")
-        if instances:
-            return instances[0]
-    return path
+    return resolve_slide_file(path)
 
 
 def content_hash(path: Path) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 from workers.errors import JobStateError, PathNotAllowedError, SlideMissingError
-from workers.fingerprint import idempotency_key, slide_fingerprint
+from workers.fingerprint import idempotency_key, is_dicom_folder, slide_fingerprint
 from workers.service_settings import ServiceSettings
 from workers.store import CANCELLED, QUEUED, TERMINAL, Job, JobStore, new_id
 
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 #: Sends a job id to the broker (the Celery task); given to the submit functions.
 Sender = Callable[[str], None]
+
+#: Longest file name (one path component) and whole path, in bytes (Linux NAME_MAX, PATH_MAX).
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ def resolve_slide_path(
     text = str(raw)
     if not text.strip() or "\x00" in text:
         raise PathNotAllowedError(text, "empty or malformed path")
+    check_name_lengths(text)
     if ".." in PurePath(text).parts:
         raise PathNotAllowedError(text, "'..' components are not allowed; give a path in a root")
     roots = _roots(service)
@@ -119,16 +124,52 @@ def resolve_slide_path(
     given = Path(text)
     candidates = [given] if given.is_absolute() else [root / given for root in roots]
     for cand in candidates:
-        real = cand.resolve()
+        try:
+            real = cand.resolve()
+            exists = real.exists()
+        except OSError as exc:  # a loop of symlinks, a name the file system refuses
+            why = f"the file system refuses it ({exc.strerror})"
+            raise PathNotAllowedError(text, why) from None
         inside = any(real == root or real.is_relative_to(root) for root in roots)
         if given.is_absolute() and not inside:
             why = "it resolves outside the slide roots" + (" (symlink)" if cand != real else "")
             raise PathNotAllowedError(text, f"{why}; allowed roots: {', '.join(map(str, roots))}")
         if not inside:
             raise PathNotAllowedError(text, "it resolves outside the slide roots (symlink)")
-        if real.exists() or not must_exist:
+        if exists or not must_exist:
             return real
     raise SlideMissingError(text)
+
+
+def check_name_lengths(text: str) -> None:
+    """Refuse a path whose components or whole exceed the file system's limits (255 / 4096 bytes).
+
+    Raises:
+        PathNotAllowedError: naming the first offending component.
+    """
+    if len(text.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise PathNotAllowedError(text[:80] + "…", f"longer than {MAX_PATH_BYTES} bytes")
+    for part in PurePath(text).parts:
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise PathNotAllowedError(
+                text[:80] + "…",
+                f"a component is {len(part.encode('utf-8', 'surrogateescape'))} bytes, longer "
+                f"than the {MAX_NAME_BYTES} bytes a file name may have",
+            )
+
+
+def check_slide_target(path: Path) -> None:
+    """Apply the one folder rule of the API, watch folder and batches: a folder is a slide only
+    when it is a DICOM series (``.dcm`` files and nothing else).
+
+    Raises:
+        PathNotAllowedError: any other folder.
+    """
+    if path.is_dir() and not is_dicom_folder(path):
+        raise PathNotAllowedError(
+            path,
+            "is a folder but not a DICOM series (only .dcm files); give one slide file",
+        )
 
 
 @dataclass(frozen=True)
@@ -154,6 +195,7 @@ def submit_slide(
     With the same idempotency key already succeeded, queued or running, that job is returned
     instead, unless ``force``.
     """
+    check_slide_target(path)
     fp = fingerprint or slide_fingerprint(path)
     key = idempotency_key(fp, ctx.pipeline_version, ctx.config_hash)
     if not force:

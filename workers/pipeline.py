@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from models.analysis import analyze_slide
+from models.errors import AnalysisCancelled
 from workers.report.write import write_outputs
 from workers.settings import Settings
 
@@ -38,10 +39,13 @@ def run_pipeline(
     Raises:
         WsiError: the slide cannot be opened, lacks a pixel size, or is implausible.
         ModelError: a model is unknown or its weights fail their checksum.
-        AnalysisCancelled: ``cancel()`` returned True between batches.
+        AnalysisCancelled: ``cancel()`` returned True between tissue chunks, between batches or
+            before writing.
     """
     result = analyze_slide(
         slide_path, settings.pipeline(), progress=progress, cancel=cancel, work_dir=work_dir
     )
+    if cancel is not None and cancel():  # the last point before writing: nothing half-written
+        raise AnalysisCancelled("analysis cancelled before its outputs were written")
     write_outputs(result.outputs, out_dir, slide_path, settings=settings.outputs)
     return result.report

@@ -9,10 +9,22 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Scope = Literal["read", "submit", "admin"]
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    host = parts.hostname or ""
+    netloc = user + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class _Frozen(BaseModel):
@@ -32,6 +44,12 @@ class ServiceSettings(_Frozen):
 
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis)")
     result_backend: str = Field("redis://127.0.0.1:6379/1", description="Celery result backend")
+    deployment: str = Field(
+        "atc-wsi",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="name of this deployment: every Redis key (queues, results) is prefixed "
+        "'<deployment>:' so services sharing one Redis never see each other's keys",
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; None = SQLite file <output_root>/jobs.sqlite"
     )
@@ -68,6 +86,12 @@ class ServiceSettings(_Frozen):
     )
     max_attempts: int = Field(3, gt=0, description="runs before a job that kills workers fails")
     progress_interval_s: float = Field(1.0, ge=0, description="least time between progress writes")
+    cancel_grace_s: float = Field(
+        5.0,
+        gt=0,
+        description="a cancelled run that has not stopped this long after the worker saw the "
+        "cancel is recorded cancelled and its pool process is ended",
+    )
     keep_work_dir: bool = Field(False, description="keep checkpoints after a job succeeds")
     thumbnail_px: int = Field(
         1024, ge=0, description="thumbnail edge written by the io queue; 0 = off"
@@ -103,6 +127,19 @@ class ServiceSettings(_Frozen):
                 f"lease_s ({self.lease_s}) must exceed twice heartbeat_s ({self.heartbeat_s})"
             )
         return self
+
+    @property
+    def key_prefix(self) -> str:
+        """Prefix of every Redis key of this deployment (Celery ``global_keyprefix``)."""
+        return f"{self.deployment}:"
+
+    def broker_identity(self) -> dict[str, str]:
+        """What ``/healthz`` reports about the broker: URL without password, key prefix, queues."""
+        return {
+            "url": redact_url(self.broker_url),
+            "key_prefix": self.key_prefix,
+            "queues": f"{self.analysis_queue},{self.io_queue}",
+        }
 
     @property
     def resolved_database_url(self) -> str:

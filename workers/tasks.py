@@ -9,6 +9,7 @@ claimable once the lease has expired and resumes from the checkpoints in the job
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import threading
@@ -40,11 +41,21 @@ class RunMonitor:
     run, so the pipeline stops at its next chunk.
     """
 
-    def __init__(self, store: JobStore, job_id: str, lease_token: str, tick_s: float) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        lease_token: str,
+        tick_s: float,
+        *,
+        grace_s: float | None = None,
+    ) -> None:
         self.store, self.job_id, self.token, self.tick_s = store, job_id, lease_token, tick_s
         self.latest: tuple[str | None, int, int] = (None, 0, 0)
         self.lost = False
         self.cancel_requested = False
+        self.grace_s = grace_s
+        self._cancel_seen_at: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"lease-{job_id}", daemon=True)
 
@@ -66,11 +77,47 @@ class RunMonitor:
             self.lost = True
             return
         self.cancel_requested = self.store.get_job(self.job_id).cancel_requested
+        if self.cancel_requested and self._cancel_seen_at is None:
+            self._cancel_seen_at = time.monotonic()
+
+    def overdue(self) -> bool:
+        """True when a cancel was seen more than ``grace_s`` ago and the run has not returned."""
+        seen = self._cancel_seen_at
+        return (
+            self.grace_s is not None and seen is not None and time.monotonic() - seen > self.grace_s
+        )
+
+    def end_stuck_run(self) -> None:
+        """Watchdog: record the job ``cancelled`` and end this (pool) process.
+
+        The stage did not reach a cancellation point within the grace period (a long C call).
+        Celery's master sees its child exit, starts a fresh one and serves the next job; the
+        redelivered message finds the job ended and does nothing.
+        """
+        stage, done, _ = self.latest
+        self.store.finish(
+            self.job_id,
+            self.token,
+            CANCELLED,
+            reason_code="cancelled",
+            reason=f"cancelled in stage {stage or 'open'} after {done} tiles; the stage did not "
+            f"stop within {self.grace_s} s, so its worker process was ended",
+        )
+        log.warning(
+            "job %s: stage %s ignored cancel for %s s; ending the process",
+            self.job_id,
+            stage,
+            self.grace_s,
+        )
+        logging.shutdown()
+        os._exit(75)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.tick_s):
             try:
                 self.beat()
+                if self.overdue() and not self._stop.is_set():
+                    self.end_stuck_run()
             except Exception:  # the database may be briefly away; the next tick retries
                 log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
 
@@ -98,11 +145,13 @@ def describe_failure(exc: BaseException, soft_limit_s: int) -> tuple[str, str]:
     return "internal_error", f"{type(exc).__name__}: {exc}"
 
 
-def run_job(ctx: ServiceContext, job_id: str) -> str:
+def run_job(ctx: ServiceContext, job_id: str, *, watchdog: bool = False) -> str:
     """Run one job to a terminal state; return it, or ``"skipped"``/``"lost"``.
 
     ``"skipped"``: another run owns the job or it already ended (a duplicate delivery).
     ``"lost"``: this run's lease expired and another run took the job over.
+    With ``watchdog`` (the Celery task) a run that has not stopped ``service.cancel_grace_s``
+    after its job was cancelled is recorded ``cancelled`` and its process is ended.
     """
     svc = ctx.service
     token = new_id()
@@ -120,7 +169,9 @@ def run_job(ctx: ServiceContext, job_id: str) -> str:
     work_dir = out_dir / ".work"
     work_dir.mkdir(parents=True, exist_ok=True)
     tick = min(svc.heartbeat_s, svc.progress_interval_s or svc.heartbeat_s)
-    monitor = RunMonitor(ctx.store, job_id, token, tick)
+    monitor = RunMonitor(
+        ctx.store, job_id, token, tick, grace_s=svc.cancel_grace_s if watchdog else None
+    )
     t0 = time.monotonic()
     try:
         with monitor:
@@ -211,7 +262,7 @@ _RETRYABLE = (OperationalError, ConnectionError)
 def analyze(job_id: str) -> str:
     """Run the analysis job ``job_id`` (idempotent: duplicates and finished jobs are no-ops)."""
     ctx = get_context()
-    state = run_job(ctx, job_id)
+    state = run_job(ctx, job_id, watchdog=True)
     if state == SUCCEEDED and ctx.service.thumbnail_px:
         app.send_task(THUMBNAIL_TASK, args=[job_id], queue=ctx.service.io_queue)
     return state

@@ -202,14 +202,26 @@ class Watcher:
             job = self.ctx.store.get_job(entry.job_id)
             if job.state == SUCCEEDED:
                 entry.status = "done"
+                self._clear_note(key)
             elif job.state in (FAILED, "cancelled"):
                 self._fail(key, entry, f"job {job.id} {job.state}: {job.reason_code}: {job.reason}")
+
+    def _note(self, key: str) -> Path:
+        target = self.folder / key
+        return target.with_name(target.name + FAILED_SUFFIX)
+
+    def _clear_note(self, key: str) -> None:
+        """Remove a failure note left by an earlier attempt (a copy that stalled, then finished)."""
+        note = self._note(key)
+        if note.is_file():
+            note.unlink(missing_ok=True)
+            log.info("%s succeeded; removed the stale %s", key, note.name)
 
     def _fail(self, key: str, entry: Entry, reason: str) -> None:
         entry.status, entry.reason = "failed", reason
         entry.history.append(f"{time.time():.3f} failed: {reason}")
         target = self.folder / key
-        note = target.with_name(target.name + FAILED_SUFFIX)
+        note = self._note(key)
         text = (
             f"atc-wsi could not analyse this slide; it was left in place.\n"
             f"slide: {target}\njob: {entry.job_id or '-'}\nreason: {reason}\n"

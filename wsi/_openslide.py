@@ -89,6 +89,8 @@ def thumbnail(handle: OpenSlide, max_px: int) -> Any:
     return handle.get_thumbnail((max_px, max_px))
 
 
+__all__ = ["OpenSlideError"]
+
 PROPERTY_MPP_X = openslide.PROPERTY_NAME_MPP_X
 PROPERTY_MPP_Y = openslide.PROPERTY_NAME_MPP_Y
 PROPERTY_OBJECTIVE = openslide.PROPERTY_NAME_OBJECTIVE_POWER

@@ -71,3 +71,34 @@ class TileReadError(WsiError):
 
 class InvalidTilingError(WsiError):
     """Tiling parameters that cannot produce a grid (non-positive size, overlap ≥ tile, …)."""
+
+
+class ReadBudgetError(WsiError):
+    """A stage would read more pixels from the pyramid present than the configured budget.
+
+    Attributes:
+        stage: the stage refused (``tissue``, ``thumbnail``, ``tiles``).
+        read_px: pixels the stage would decode.
+        budget_px: the configured budget (``slide.max_stage_read_px``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        stage: str,
+        read_px: int,
+        budget_px: int,
+    ) -> None:
+        self.stage, self.read_px, self.budget_px = stage, int(read_px), int(budget_px)
+        super().__init__(message, path=path)
+
+
+class SlideColourError(WsiError):
+    """The glass colour is far from neutral in a way a mislabelled colour space explains, and
+    correction is switched off (``slide.colour_fix: refuse``)."""
+
+
+class StageCancelled(WsiError):
+    """A slide-side stage (tissue mask, thumbnail) was cancelled between two chunks."""

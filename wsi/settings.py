@@ -5,6 +5,8 @@ Defaults live in ``configs/default.yaml``; ``workers.settings.load_settings`` is
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -20,6 +22,20 @@ class SlideSettings(_Frozen):
     mpp_max: float = Field(20.0, gt=0, description="largest plausible µm/px")
     max_dimension_px: int = Field(
         1_000_000, gt=0, description="level-0 width or height above which a header is absurd"
+    )
+    max_stage_read_px: int = Field(
+        4_000_000_000,
+        gt=0,
+        description="most pixels one stage (tissue mask, thumbnail, one analysis's tiles) may "
+        "decode from the pyramid present; a single-level giant needs its level 0 for the mask",
+    )
+    colour_fix: Literal["correct", "refuse", "off"] = Field(
+        "correct",
+        description="glass far from neutral in the way YCbCr frames labelled RGB explain: "
+        "convert the pixels (correct), refuse the slide, or do nothing (off)",
+    )
+    glass_max_chroma: float = Field(
+        40.0, gt=0, le=255, description="largest max−min of the glass RGB still called neutral"
     )
 
 
@@ -44,6 +60,13 @@ class TissueSettings(_Frozen):
         0.03, ge=0, le=1, description="saturation threshold at most this above the glass"
     )
     reject_pen: bool = Field(True, description="remove blue, green and black pen ink")
+    source_oversample: float = Field(
+        2.0,
+        ge=1,
+        description="read the mask from a level at most mask_mpp / this µm/px and box-filter it "
+        "down: a pyramid's own coarse levels differ between formats (a converter's resampling, "
+        "JPEG blocks on tiny frames) and moved tissue areas by 12% between copies of one slide",
+    )
 
 
 class TilingSettings(_Frozen):

@@ -11,12 +11,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from wsi import _openslide as _os
+from wsi import colour as _colour
+from wsi.cost import check_stage, thumbnail_read_px
 from wsi.errors import (
     ImplausibleMppError,
     MissingMppError,
     RegionTooLargeError,
+    SlideColourError,
     SlideTooLargeError,
+    TileReadError,
     UnsupportedSlideError,
+    WsiError,
 )
 from wsi.settings import SlideSettings
 
@@ -37,8 +42,9 @@ class Slide:
         mpp_override: float | None = None,
         settings: SlideSettings = _DEFAULT,
     ) -> None:
-        self.path = path
+        self.path = path = resolve_slide_file(path)
         self.settings = settings
+        self._ycbcr = False
         self._handle = _os.open_handle(path)
         try:
             self.properties: dict[str, str] = _os.properties(self._handle)
@@ -51,6 +57,7 @@ class Slide:
             )
             self._check_dimensions()
             self.mpp_x, self.mpp_y = self._resolve_mpp(mpp_override)
+            self.colour: _colour.ColourCheck = self._check_colour()
         except BaseException:
             self._handle.close()
             raise
@@ -133,7 +140,8 @@ class Slide:
                 path=self.path,
             )
         loc = (int(location[0]), int(location[1]))
-        return _os.read_rgb(self._handle, self.path, loc, level, (w, h))
+        rgb = _os.read_rgb(self._handle, self.path, loc, level, (w, h))
+        return _colour.ycbcr_to_rgb(rgb) if self._ycbcr else rgb
 
     def read_level(self, level: int) -> NDArray[np.uint8]:
         """Read a whole (low-resolution) level, within the pixel budget."""
@@ -162,9 +170,24 @@ class Slide:
         return best, scale
 
     def get_thumbnail(self, max_px: int = 1024) -> NDArray[np.uint8]:
-        """Return an RGB thumbnail no larger than ``max_px`` on its longer side."""
-        img = _os.thumbnail(self._handle, max_px).convert("RGB")
-        return np.asarray(img, dtype=np.uint8)
+        """Return an RGB thumbnail no larger than ``max_px`` on its longer side.
+
+        Raises:
+            ReadBudgetError: the level it needs is over ``settings.max_stage_read_px``.
+        """
+        level, read_px = thumbnail_read_px(self, max_px)
+        check_stage(self, "thumbnail", read_px, level)
+        try:
+            img = _os.thumbnail(self._handle, max_px).convert("RGB")
+        except _os.OpenSlideError as exc:
+            raise TileReadError(
+                f"corrupt pixel data in the thumbnail: {exc}",
+                path=self.path,
+                l0_xy=(0, 0),
+                level=level,
+            ) from exc
+        rgb = np.asarray(img, dtype=np.uint8)
+        return _colour.ycbcr_to_rgb(rgb) if self._ycbcr else rgb
 
     def associated_image_names(self) -> list[str]:
         """Names of associated images (label, macro, thumbnail)."""
@@ -193,6 +216,40 @@ class Slide:
         )
 
     # -- validation -------------------------------------------------------------------------
+    def _check_colour(self) -> _colour.ColourCheck:
+        """Measure the glass colour at a low level; switch on YCbCr conversion when it is due."""
+        fix = self.settings.colour_fix
+        if fix == "off":
+            return _colour.skipped("colour check switched off (slide.colour_fix: off)")
+        level = _colour.pick_level(self.level_dimensions)
+        (x, y), size = _colour.sample_window(self.level_dimensions[level])
+        ds = self.level_downsamples[level]
+        try:
+            rgb = _os.read_rgb(self._handle, self.path, (round(x * ds), round(y * ds)), level, size)
+        except WsiError as exc:  # a corrupt tile is reported when the analysis reads it
+            return _colour.skipped(f"level {level} could not be read: {exc.reason}")
+        check = _colour.judge(
+            rgb, level, self.settings.glass_max_chroma, _colour.jpeg_markers(self.path)
+        )
+        if check.verdict != "ycbcr_as_rgb":
+            return check
+        if fix == "refuse":
+            raise SlideColourError(
+                f"{check.reason}; refused (slide.colour_fix: refuse): re-export the slide with "
+                "the right PhotometricInterpretation, or set slide.colour_fix: correct",
+                path=self.path,
+            )
+        self._ycbcr = True
+        return _colour.ColourCheck(
+            check.verdict,
+            check.level,
+            check.glass_rgb,
+            check.chroma,
+            True,
+            check.jpeg_markers,
+            check.reason + "; corrected: every read is converted from YCbCr to RGB",
+        )
+
     def _check_dimensions(self) -> None:
         if self.level_count < 1:
             raise UnsupportedSlideError("slide has no pyramid levels", path=self.path)
@@ -258,6 +315,25 @@ def _mpp_from_properties(props: dict[str, str]) -> tuple[float | None, float | N
     return None, None
 
 
+def is_dicom_folder(path: Path) -> bool:
+    """Return True for a folder holding DICOM instances and nothing else visible (one slide)."""
+    if not path.is_dir():
+        return False
+    try:
+        files = [p for p in path.iterdir() if not p.name.startswith(".")]
+    except OSError:
+        return False
+    return bool(files) and all(p.is_file() and p.suffix.lower() == ".dcm" for p in files)
+
+
+def resolve_slide_file(path: Path) -> Path:
+    """Return the file OpenSlide opens for ``path``: itself, or the first instance of a DICOM
+    series folder (the one rule the API, the watch folder and the CLI share)."""
+    if is_dicom_folder(path):
+        return sorted(p for p in path.iterdir() if p.suffix.lower() == ".dcm")[0]
+    return path
+
+
 def open_slide(
     path: str | Path,
     mpp_override: float | None = None,
@@ -267,7 +343,8 @@ def open_slide(
     """Open a whole-slide image.
 
     Args:
-        path: the slide file (for DICOM, any instance of the series; for MRXS, the .mrxs file).
+        path: the slide file (for DICOM, any instance of the series or the series folder; for
+            MRXS, the .mrxs file).
         mpp_override: pixel size in µm/px to use instead of the slide's own.
         settings: reading limits and plausibility bounds.
 

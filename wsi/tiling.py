@@ -17,7 +17,9 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from wsi.cost import check_stage, grid_read_px
 from wsi.errors import InvalidTilingError, TileReadError
+from wsi.settings import SlideSettings
 
 if TYPE_CHECKING:
     from wsi.slide import Slide
@@ -108,8 +110,13 @@ class TileGrid:
         mask: TissueMask | None = None,
         min_tissue: float = 0.0,
     ) -> TileGrid:
-        """Build the grid of ``slide`` at ``target_mpp`` (see :func:`build_tile_grid`)."""
-        return build_tile_grid(
+        """Build the grid of ``slide`` at ``target_mpp`` (see :func:`build_tile_grid`).
+
+        Raises:
+            ReadBudgetError: reading its tiles would decode more than
+                ``slide.settings.max_stage_read_px``.
+        """
+        grid = build_tile_grid(
             l0_dimensions=slide.dimensions,
             mpp=slide.mpp,
             level_downsamples=slide.level_downsamples,
@@ -119,6 +126,8 @@ class TileGrid:
             mask=mask,
             min_tissue=min_tissue,
         )
+        check_stage(slide, "tiles", grid_read_px(grid), grid.level)
+        return grid
 
 
 def _choose_level(mpp: float, level_downsamples: tuple[float, ...], target_mpp: float) -> int:
@@ -234,10 +243,18 @@ class TileReader:
     DataLoader worker processes: no handle ever crosses a process boundary.
     """
 
-    def __init__(self, path: str | Path, grid: TileGrid, mpp_override: float | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        grid: TileGrid,
+        mpp_override: float | None = None,
+        *,
+        settings: SlideSettings | None = None,
+    ) -> None:
         self.path = Path(path)
         self.grid = grid
         self.mpp_override = mpp_override
+        self.settings = settings  # the slide's own (colour fix, limits); None = defaults
         self._slide: Slide | None = None
         self._pid: int | None = None
         self.unreadable = 0
@@ -255,7 +272,8 @@ class TileReader:
         from wsi.slide import open_slide  # local import keeps tiling importable without a slide
 
         if self._slide is None or self._pid != os.getpid():
-            self._slide = open_slide(self.path, self.mpp_override)
+            settings = self.settings or SlideSettings()
+            self._slide = open_slide(self.path, self.mpp_override, settings=settings)
             self._pid = os.getpid()
         return self._slide
 

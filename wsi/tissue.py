@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,10 +12,17 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage import filters, morphology
 
+from wsi.cost import check_stage, tissue_read_px
+from wsi.errors import StageCancelled
 from wsi.settings import TissueSettings
 from wsi.slide import Slide
 
 _CHUNK_PX = 2048
+
+#: ``(done, total)`` chunks read, called after each chunk.
+ChunkProgress = Callable[[int, int], None]
+#: Polled before each chunk; True stops the read with :class:`wsi.errors.StageCancelled`.
+CancelCheck = Callable[[], bool]
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,13 +74,29 @@ class TissueMask:
         return np.asarray(self.mask[r, c], dtype=bool)
 
 
-def read_downsampled(slide: Slide, target_mpp: float) -> tuple[NDArray[np.uint8], float]:
+def read_downsampled(
+    slide: Slide,
+    target_mpp: float,
+    *,
+    progress: ChunkProgress | None = None,
+    cancel: CancelCheck | None = None,
+    source_mpp: float | None = None,
+) -> tuple[NDArray[np.uint8], float]:
     """Read the whole slide at about ``target_mpp``, streaming chunks of the best level.
+
+    The level read is checked against ``slide.settings.max_stage_read_px`` first; chunks of at
+    most 2048 × 2048 level pixels are read one at a time, ``cancel`` polled before each. The
+    level read is the best for ``source_mpp`` µm/px (default: ``target_mpp``).
 
     Returns:
         (image, l0_per_px): RGB image and level-0 pixels per output pixel.
+
+    Raises:
+        ReadBudgetError: the level is over the budget (nothing is read).
+        StageCancelled: ``cancel()`` returned True.
     """
-    level, _ = slide.best_level_for_mpp(target_mpp)
+    level, read_px = tissue_read_px(slide, source_mpp or target_mpp)
+    check_stage(slide, "tissue", read_px, level)
     ds = slide.level_downsamples[level]
     width, height = slide.dimensions
     l0_per_px = max(target_mpp / slide.mpp, 1.0)
@@ -80,8 +104,17 @@ def read_downsampled(slide: Slide, target_mpp: float) -> tuple[NDArray[np.uint8]
     out_h = max(1, math.ceil(height / l0_per_px))
     out = np.full((out_h, out_w, 3), 255, dtype=np.uint8)
     lvl_w, lvl_h = slide.level_dimensions[level]
+    total = math.ceil(lvl_w / _CHUNK_PX) * math.ceil(lvl_h / _CHUNK_PX)
+    done = 0
     for lvl_y in range(0, lvl_h, _CHUNK_PX):
         for lvl_x in range(0, lvl_w, _CHUNK_PX):
+            if cancel is not None and cancel():
+                raise StageCancelled(
+                    f"tissue mask cancelled after {done} of {total} chunks", path=slide.path
+                )
+            done += 1
+            if progress is not None:
+                progress(done, total)
             cw, ch = min(_CHUNK_PX, lvl_w - lvl_x), min(_CHUNK_PX, lvl_h - lvl_y)
             l0_x, l0_y = round(lvl_x * ds), round(lvl_y * ds)
             chunk = slide.read_region((l0_x, l0_y), level, (cw, ch))
@@ -148,10 +181,27 @@ def detect_tissue(
     return np.asarray(tissue, dtype=bool), pen_fraction, {"od": t_od, "saturation": t_sat}
 
 
-def compute_tissue_mask(slide: Slide, settings: TissueSettings | None = None) -> TissueMask:
-    """Compute the tissue mask of ``slide`` at about ``settings.mask_mpp`` µm/px."""
+def compute_tissue_mask(
+    slide: Slide,
+    settings: TissueSettings | None = None,
+    *,
+    progress: ChunkProgress | None = None,
+    cancel: CancelCheck | None = None,
+) -> TissueMask:
+    """Compute the tissue mask of ``slide`` at about ``settings.mask_mpp`` µm/px.
+
+    Raises:
+        ReadBudgetError: the level it needs is over ``slide.settings.max_stage_read_px``.
+        StageCancelled: ``cancel()`` returned True between two chunks.
+    """
     settings = settings or TissueSettings()
-    rgb, l0_per_px = read_downsampled(slide, settings.mask_mpp)
+    rgb, l0_per_px = read_downsampled(
+        slide,
+        settings.mask_mpp,
+        progress=progress,
+        cancel=cancel,
+        source_mpp=settings.mask_mpp / settings.source_oversample,
+    )
     mask_mpp = slide.mpp * l0_per_px
     mask, pen_fraction, thresholds = detect_tissue(rgb, mask_mpp, settings)
     mask.flags.writeable = False

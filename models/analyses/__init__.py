@@ -186,7 +186,7 @@ class AnalysisContext:
         from models.engine import softmax_head
         from wsi.tiling import TileReader
 
-        reader = TileReader(self.slide_path, grid, self.mpp_override)
+        reader = TileReader(self.slide_path, grid, self.mpp_override, settings=self.slide.settings)
         stats = self.engine.run(
             model,
             spec,

@@ -83,6 +83,9 @@ def test_chunks_are_checkpointed_and_resumed(
     assert np.array_equal(full, again)
     assert stats.chunks_loaded == n_chunks - 1 and stats.chunks_computed == 1  # type: ignore[attr-defined]
     assert (tmp_path / "chunks.log").read_text().splitlines()[-1] == "pattern 1"
+    # throughput counts the computed chunk only (a resumed job once reported 41,124 tiles/s)
+    assert stats.n_computed == 10  # type: ignore[attr-defined]
+    assert stats.tiles_per_s == pytest.approx(10 / stats.seconds)  # type: ignore[attr-defined]
 
 
 def test_cancel_stops_between_batches_and_keeps_finished_chunks(

@@ -105,7 +105,9 @@ def test_uploads_are_limited_and_errors_are_json(api: tuple[Any, httpx.Client]) 
     bad_state = client.get("/v1/jobs", params={"state": "exploded"}, headers=svc.auth("reader"))
     assert bad_state.status_code == 400 and _code(bad_state) == "job_error"
     health = client.get("/healthz").json()
-    assert health == {"status": "ok", "redis": "ok", "database": "ok"}
+    broker = health.pop("broker")
+    assert health == {"status": "ok", "redis": "ok", "database": "ok", "deployment": "atc-wsi"}
+    assert broker["key_prefix"] == "atc-wsi:" and broker["url"].startswith("redis://")
 
 
 def test_cancel_and_batches(api: tuple[Any, httpx.Client]) -> None:

@@ -88,7 +88,8 @@ class ServiceCollector:
         queue = GaugeMetricFamily("atc_queue_length", "Tasks waiting in a queue", labels=["queue"])
         for name in (self.ctx.service.analysis_queue, self.ctx.service.io_queue):
             try:
-                queue.add_metric([name], float(self.broker.llen(name)))
+                depth = self.broker.llen(self.ctx.service.key_prefix + name)
+                queue.add_metric([name], float(depth))
             except redis.RedisError:
                 queue.add_metric([name], float("nan"))
         yield queue
@@ -148,7 +149,10 @@ def create_api(ctx: ServiceContext | None = None, send: Sender | None = None) ->
         except Exception as exc:
             checks["database"] = f"error: {type(exc).__name__}: {exc}"
         ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", **checks}, 200 if ok else 503)
+        body: dict[str, Any] = {"status": "ok" if ok else "unavailable", **checks}
+        body["broker"] = ctx.service.broker_identity()
+        body["deployment"] = ctx.service.deployment
+        return JSONResponse(body, 200 if ok else 503)
 
     @app.get("/metrics")
     def metrics() -> Response:

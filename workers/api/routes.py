@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +24,14 @@ from workers.errors import (
     UploadTooLargeError,
 )
 from workers.fingerprint import SLIDE_SUFFIXES
-from workers.jobs import Sender, ServiceContext, cancel_job, resolve_slide_path, submit_slide
+from workers.jobs import (
+    Sender,
+    ServiceContext,
+    cancel_job,
+    check_name_lengths,
+    resolve_slide_path,
+    submit_slide,
+)
 from workers.service_settings import Scope, TokenEntry
 from workers.store import STATES, SUCCEEDED, Job, new_id
 
@@ -110,12 +118,15 @@ async def post_job(request: Request, _: Submitter) -> JSONResponse:
         filename = request.query_params.get("filename", "")
         force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
         path = await _receive_upload(request, ctx, filename)
-        sub = await anyio.to_thread.run_sync(
-            lambda: submit_slide(ctx, path, send, force=force, source="upload")
-        )
+        try:
+            sub = await anyio.to_thread.run_sync(
+                lambda: submit_slide(ctx, path, send, force=force, source="upload")
+            )
+        except BaseException:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            raise
         if not sub.created:  # the same slide was analysed already: keep no second copy
-            path.unlink(missing_ok=True)
-            path.parent.rmdir()
+            shutil.rmtree(path.parent, ignore_errors=True)
         return _submitted(sub.job, sub.created)
     raise JobError(
         f"unsupported Content-Type {ctype!r}; send application/json with a slide_path, or the "
@@ -128,6 +139,7 @@ async def _receive_upload(request: Request, ctx: ServiceContext, filename: str) 
     name = Path(filename).name
     if not name or name != filename or name.startswith(".") or "\\" in name:
         raise PathNotAllowedError(filename, "give a plain file name, e.g. ?filename=slide.svs")
+    check_name_lengths(f".{name}.part")  # the temporary name must fit the file system too
     if Path(name).suffix.lower() not in SLIDE_SUFFIXES or name.lower().endswith(".mrxs"):
         raise PathNotAllowedError(
             filename, f"uploads must be single-file slides ({', '.join(sorted(SLIDE_SUFFIXES))})"
@@ -137,10 +149,10 @@ async def _receive_upload(request: Request, ctx: ServiceContext, filename: str) 
     if declared and declared.isdigit() and int(declared) > limit:
         raise UploadTooLargeError(limit)
     dest = ctx.service.resolved_upload_dir.resolve() / new_id() / name
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{name}.part")
     size = 0
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             async for chunk in request.stream():
                 size += len(chunk)
@@ -151,8 +163,7 @@ async def _receive_upload(request: Request, ctx: ServiceContext, filename: str) 
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
     except BaseException:
-        tmp.unlink(missing_ok=True)
-        dest.parent.rmdir()
+        shutil.rmtree(dest.parent, ignore_errors=True)  # no empty uploads/<id>/ left behind
         raise
     return dest
 

@@ -69,6 +69,31 @@ def _obj(props: dict[str, Schema], desc: str, *, optional: tuple[str, ...] = ())
     }
 
 
+def _colour_qc() -> Schema:
+    return _obj(
+        {
+            "verdict": {
+                "enum": ["neutral", "ycbcr_as_rgb", "off_neutral", "skipped"],
+                "description": "glass colour check (wsi.colour): ycbcr_as_rgb = frames in YCbCr "
+                "labelled RGB, corrected when `corrected` is true",
+            },
+            "level": _int(-1, "pyramid level measured (-1: skipped)"),
+            "glass_rgb": {
+                "type": "array",
+                "items": _num(0, 255),
+                "minItems": 3,
+                "maxItems": 3,
+                "description": "median RGB (0-255) of the palest 10% of pixels, as read",
+            },
+            "chroma": _num(0, 255, desc="max - min of glass_rgb"),
+            "corrected": {"type": "boolean", "description": "pixels converted YCbCr → RGB"},
+            "jpeg_markers": _str("colour space the first JPEG frame's markers declare"),
+            "reason": _str("one sentence"),
+        },
+        "glass (background) colour check at a low level",
+    )
+
+
 _TIMESTAMP = _str("ISO 8601 date-time, UTC", pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 _XY = {
     "type": "array",
@@ -307,8 +332,10 @@ def build_schema() -> Schema:
                 "unreadable_tiles": _int(0, "tiles whose pixels could not be decoded"),
                 "pen_fraction": _num(0, 1, desc="share of the mask removed as pen ink"),
                 "blur_fraction": _num(0, 1, desc="share of tissue tiles judged blurred"),
+                "colour": _colour_qc(),
             },
             "quality control",
+            optional=("colour",),
         ),
         "outputs": _outputs(),
     }
