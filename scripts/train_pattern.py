@@ -13,7 +13,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -36,9 +35,6 @@ from models.training.data import (
     predict,
 )
 from models.training.metrics import confusion, macro_f1, per_class_f1
-from models.training.real_eval import predict_tiles, tissue_figures
-from models.training.real_mix import PairModel, mixed_batches, pair_loss, real_batches
-from models.training.real_tissue import real_split, training_sets_card
 from models.training.slide_tiles import concat, slide_patch_set
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,18 +74,6 @@ def main(argv: list[str] | None = None) -> int:
         help="generated training-slide folders whose pyramid tiles join the patches",
     )
     ap.add_argument("--slide-repeat", type=int, default=3, help="oversampling of slide tiles")
-    ap.add_argument("--real", action="store_true", help="mix in ../shared/data/real/tissue tiles")
-    ap.add_argument(
-        "--holdout-fold",
-        type=int,
-        default=None,
-        choices=(0, 1),
-        help="train on the other fold of the real tiles and report figures on this one",
-    )
-    ap.add_argument("--real-batch", type=int, default=32, help="real tiles per step")
-    ap.add_argument("--real-crop", type=int, default=144, help="real tiles' training window")
-    ap.add_argument("--real-weight", type=float, default=1.0, help="weight of the real loss")
-    ap.add_argument("--eval-every", type=int, default=500)
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -135,40 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     batches = batch_stream(
         train, args.batch_size, gen, mean=spec.mean, std=spec.std, aug=aug, crop=args.crop
     )
-    loss_fn: Any = torch.nn.CrossEntropyLoss(label_smoothing=0.05)
-    trained: torch.nn.Module = model
-    real = real_val = None
-    if args.real:
-        real, real_val = real_split(spec.input_mpp, spec.tile_px, args.holdout_fold)
-        log(event="real tiles", train=len(real), val=len(real_val) if real_val else 0)
-        rb = real_batches(
-            real, args.real_batch, args.real_crop, gen, mean=spec.mean, std=spec.std, aug=aug
-        )
-        batches = mixed_batches(batches, rb)  # type: ignore[assignment]
-        loss_fn = pair_loss(args.real_weight)
-        trained = PairModel(model)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.05)
 
     def on_eval(step: int) -> dict[str, float]:
         probs = predict(model, val.images, spec.mean, spec.std)
         cm = confusion(val.labels, probs.argmax(1), len(spec.classes))
         f1 = macro_f1(cm)
-        out = {"val_macro_f1": f1}
-        if real_val is not None and len(real_val):
-            fig = tissue_figures(predict_tiles(model, real_val, spec.mean, spec.std), real_val)
-            out["real_val_tumour_acc"] = fig["all"]["tumour_vs_non_tumour_accuracy"]["value"]
-            out["real_val_pattern_f1"] = fig["all"].get("pattern_macro_f1", {}).get("value")
-            out["real_val_necrosis_found"] = fig["all"]["necrosis_found_on_necrotic"]["value"]
-            out["real_val_necrosis_other"] = fig["all"]["necrosis_on_other_tissue"]["value"]
-        log(
-            step=step,
-            val_acc=round(float(np.trace(cm) / cm.sum()), 4),
-            **{k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()},
-        )
-        model.train()
-        return out
+        log(step=step, val_macro_f1=round(f1, 4), val_acc=round(float(np.trace(cm) / cm.sum()), 4))
+        return {"val_macro_f1": f1}
 
     result = train_steps(
-        trained,
+        model,
         batches,
         loss_fn,
         steps=args.steps,
@@ -176,9 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         log=log,
         time_budget_s=args.time_budget_s,
         on_eval=on_eval,
-        eval_every=args.eval_every,
+        eval_every=500,
     )
-    model.eval()
     probs = predict(model, val.images, spec.mean, spec.std)
     cm = confusion(val.labels, probs.argmax(1), len(spec.classes))
     f1 = per_class_f1(cm)
@@ -192,10 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         "val_confusion": cm.tolist(),
         "note": "slide-level figures: docs/model-quality.md (scripts/evaluate.py)",
     }
-    if real_val is not None:
-        metrics["real_holdout_fold"] = tissue_figures(
-            predict_tiles(model, real_val, spec.mean, spec.std), real_val
-        )
     write_model_card(
         spec,
         sha,
@@ -216,24 +172,6 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "total_seconds": round(time.perf_counter() - t0, 1),
             "continued_from": init or None,
-            "training_sets": [
-                {
-                    "set": "synthetic sampler (wsi.synthetic.sample_patches, kind pattern)",
-                    "licence": "generated by this project",
-                    "patches": len(train),
-                },
-                *(training_sets_card() if args.real else []),
-            ],
-            "real": {
-                "tiles": len(real),
-                "holdout_fold": args.holdout_fold,
-                "batch": args.real_batch,
-                "crop": args.real_crop,
-                "loss_weight": args.real_weight,
-                "sampling": "classes equal, sources equal inside a class",
-            }
-            if real is not None
-            else None,
         },
         metrics=metrics,
         path=out.with_suffix(".json"),

@@ -9,12 +9,13 @@
   tiles whose top class is necrosis.
 
 Intervals: Wilson 95% for proportions (tiles of one image are not independent: the tile ``n`` is
-given beside the image and group counts), and a bootstrap over images for macro-F1.
+given beside the image and group counts), and a bootstrap over patients / slides (photographs for
+the oral set) for macro-F1.
 """
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ import torch
 from numpy.typing import NDArray
 
 from models.training.data import predict
-from models.training.metrics import confusion, per_class_f1
+from models.training.metrics import confusion, grouped_bootstrap, per_class_f1, wilson_interval
 from models.training.real_tissue import TUMOUR_ANY, RealTiles
 from wsi.synthetic.classes import PATTERN_CLASSES, TUMOUR_PATTERNS, pattern_index
 
@@ -46,44 +47,21 @@ def predict_tiles(
     return out
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    """Wilson score interval of k successes in n trials (None when n is 0)."""
-    if n == 0:
-        return None
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (round(max(0.0, c - h), 3), round(min(1.0, c + h), 3))
-
-
 def _share(hit: NDArray[np.bool_]) -> dict[str, Any]:
     k, n = int(hit.sum()), int(hit.size)
-    return {"k": k, "n": n, "value": round(k / n, 3) if n else None, "wilson95": wilson(k, n)}
+    return {
+        "k": k,
+        "n": n,
+        "value": round(k / n, 3) if n else None,
+        "wilson95": wilson_interval(k, n) if n else None,
+    }
 
 
-def pattern_f1(truth: NDArray[np.int64], pred: NDArray[np.int64]) -> float:
-    """Macro-F1 over spindle, pleomorphic and squamoid (present in the truth) of 6-class calls."""
-    cm = confusion(truth, pred, len(PATTERN_CLASSES))
+def pattern_f1_of(cm: NDArray[np.int64]) -> float:
+    """Macro-F1 over spindle, pleomorphic and squamoid (those in the truth) of a 6-class matrix."""
     f1 = per_class_f1(cm)[list(_PATTERNS)]
     present = cm.sum(axis=1)[list(_PATTERNS)] > 0
-    return float(np.nanmean(np.where(np.isnan(f1), 0.0, f1)[present])) if present.any() else 0.0
-
-
-def _bootstrap_f1(
-    truth: NDArray[np.int64], pred: NDArray[np.int64], ids: NDArray[np.int64], n_boot: int = 1000
-) -> tuple[float, float] | None:
-    uniq = np.unique(ids)
-    if len(uniq) < 2:
-        return None
-    rng = np.random.default_rng(0)
-    rows = {u: np.flatnonzero(ids == u) for u in uniq.tolist()}
-    vals = []
-    for _ in range(n_boot):
-        pick = np.concatenate([rows[u] for u in rng.choice(uniq, len(uniq)).tolist()])
-        vals.append(pattern_f1(truth[pick], pred[pick]))
-    lo, hi = np.percentile(vals, [2.5, 97.5])
-    return (round(float(lo), 3), round(float(hi), 3))
+    return float(np.nan_to_num(f1)[present].mean()) if present.any() else float("nan")
 
 
 def tissue_figures(probs: NDArray[np.float32], tiles: RealTiles) -> dict[str, Any]:
@@ -106,11 +84,16 @@ def tissue_figures(probs: NDArray[np.float32], tiles: RealTiles) -> dict[str, An
             "non_tumour_specificity": _share(~call_t[tissue & ~truth_t]),
         }
         if pat.any():
+            cm = confusion(y[pat], p[pat], len(PATTERN_CLASSES))
+            groups = tiles.groups[sel][pat]
             row["pattern_macro_f1"] = {
-                "value": round(pattern_f1(y[pat], p[pat]), 3),
+                "value": round(pattern_f1_of(cm), 3),
                 "n": int(pat.sum()),
-                "bootstrap95_by_image": _bootstrap_f1(y[pat], p[pat], tiles.image_ids[sel][pat]),
-                "confusion_rows_truth": confusion(y[pat], p[pat], len(PATTERN_CLASSES)).tolist(),
+                "groups": len(np.unique(groups)),
+                "bootstrap95_by_group": grouped_bootstrap(
+                    pattern_f1_of, y[pat], p[pat], groups, len(PATTERN_CLASSES)
+                ),
+                "confusion_rows_truth": cm.tolist(),
             }
         nec = y == NECROSIS
         not_nec = tissue & ~nec & (y != 0)
@@ -118,5 +101,65 @@ def tissue_figures(probs: NDArray[np.float32], tiles: RealTiles) -> dict[str, An
             row["necrosis_found_on_necrotic"] = _share(p[nec] == NECROSIS)
         if not_nec.any():
             row["necrosis_on_other_tissue"] = _share(p[not_nec] == NECROSIS)
+        out[name] = row
+    return out
+
+
+def out_of_fold_figures(weights: dict[int, Path], tiles: RealTiles) -> dict[str, Any]:
+    """Figures of every tile predicted by the model that did not train on its fold.
+
+    Args:
+        weights: fold → pattern weights trained with that fold held out.
+        tiles: the real tiles at the pattern model's µm/px (``cut_tiles``).
+    """
+    from models.registry import get_spec
+
+    spec = get_spec("atc-pattern-v1")
+    probs = np.full((len(tiles), len(spec.classes)), np.nan, dtype=np.float32)
+    for fold, path in weights.items():
+        model = spec.arch()
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        sel = tiles.folds == fold
+        probs[sel] = predict_tiles(model, tiles.subset(sel), spec.mean, spec.std)
+    if np.isnan(probs).any():
+        raise ValueError(
+            f"folds {sorted(set(tiles.folds.tolist()) - set(weights))} have no weights"
+        )
+    return {"max_softmax_p05": round(float(np.percentile(probs.max(axis=1), 5)), 3),
+            **tissue_figures(probs, tiles)}  # fmt: skip
+
+
+def segmenter_tile_figures(
+    tiles: RealTiles, threshold: float, min_share: float = 0.25
+) -> dict[str, Any]:
+    """Share of tiles on which the shipped necrosis segmenter marks ``min_share`` of the tissue.
+
+    ``tiles`` are at the segmenter's µm/px (2 µm/px, 256 px); a tile counts as "necrosis found"
+    when pixels at or above ``threshold`` cover at least ``min_share`` of its tissue pixels.
+    """
+    from models.registry import create_model, get_spec
+    from models.training.real_tissue import tissue_fraction
+
+    spec = get_spec("atc-necrosis-v1")
+    model = create_model(spec.name)
+    found = np.zeros(len(tiles), dtype=bool)
+    for i, t in enumerate(tiles.images):
+        e = (min(t.shape[:2]) // 16) * 16
+        if e < 32 or tissue_fraction(t) == 0:
+            continue
+        t = np.ascontiguousarray(t[:e, :e])
+        p = predict(model, t[None], spec.mean, spec.std)[0, 1] >= threshold
+        od = -np.log10(np.maximum(t.astype(np.float32), 1.0) / 255.0).sum(axis=-1) > 0.2
+        found[i] = (p & od).sum() >= min_share * max(int(od.sum()), 1)
+    y = tiles.labels
+    nec, other = y == NECROSIS, (y != NECROSIS) & (y != 0)
+    out: dict[str, Any] = {"threshold": threshold, "min_share_of_tissue": min_share}
+    for name in ["all", *sorted(set(tiles.sources.tolist()))]:
+        sel = np.ones(len(tiles), bool) if name == "all" else tiles.sources == name
+        row = {}
+        if (sel & nec).any():
+            row["necrosis_found_on_necrotic"] = _share(found[sel & nec])
+        if (sel & other).any():
+            row["necrosis_on_other_tissue"] = _share(found[sel & other])
         out[name] = row
     return out

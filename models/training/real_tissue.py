@@ -342,8 +342,8 @@ def real_split(
 ) -> tuple[RealTiles, RealTiles | None]:
     """Training tiles (every fold but ``holdout_fold``) and the held-out fold's tiles (or None).
 
-    Tiles smaller than a training window are kept: :func:`models.training.real_mix.real_batches`
-    crops every tile to one edge (thyroid squares are 152 px at 1 µm/px).
+    Thyroid squares (152 px at 1 µm/px) are smaller than a tile; training takes windows of one
+    edge from every tile (``models.training.pattern_real.cache_views``).
     """
     tiles = cut_tiles(list_real_tissue(root), mpp=mpp, size=size)
     if holdout_fold is None:
