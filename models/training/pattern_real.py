@@ -36,14 +36,25 @@ FROZEN_STAGES = 3
 
 @dataclass
 class CachedViews:
-    """Trunk outputs of augmented views: (n, C, h, w) float16, labels and sampling weights."""
+    """Trunk outputs of augmented views: (n, C, h, w) float16, labels, and each view's image."""
 
     features: torch.Tensor
     labels: torch.Tensor
-    weights: torch.Tensor
+    image: NDArray[np.int64]
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
+
+    def of_images(self, keep: NDArray[np.bool_]) -> CachedViews:
+        """The views of the images where ``keep`` (indexed by image) is True."""
+        sel = keep[self.image]
+        idx = torch.from_numpy(np.flatnonzero(sel))
+        return CachedViews(self.features[idx], self.labels[idx], self.image[sel])
+
+    def weights(self, image_weights: NDArray[np.float64]) -> torch.Tensor:
+        """Sampling weight of every view from its image's weight (normalised to sum 1)."""
+        w = torch.from_numpy(np.asarray(image_weights, dtype=np.float64)[self.image])
+        return w / w.sum()
 
 
 def trunk_of(model: PatternNet) -> nn.Module:
@@ -62,7 +73,6 @@ def cache_views(
     model: PatternNet,
     images: list[NDArray[np.uint8]],
     labels: NDArray[np.int64],
-    weights: NDArray[np.float64],
     *,
     views: int,
     crop: int,
@@ -81,7 +91,7 @@ def cache_views(
     if any(min(im.shape[:2]) < crop for im in images):
         raise ValueError(f"every image must be at least {crop} px to cache {crop} px views")
     trunk = trunk_of(model).eval()
-    feats, labs, ws = [], [], []
+    feats, labs, imgs = [], [], []
     order = [(v, i) for v in range(views) for i in range(len(images))]
     with torch.inference_mode():
         for s in range(0, len(order), batch):
@@ -98,17 +108,17 @@ def cache_views(
             feats.append(trunk(x).to(torch.float16))
             idx = [i for _, i in part]
             labs.append(torch.from_numpy(labels[idx]))
-            ws.append(torch.from_numpy(weights[idx]))
+            imgs.append(np.asarray(idx, dtype=np.int64))
             if log is not None and (s // batch) % 40 == 0:
                 log(event="caching", done=s + len(part), of=len(order))
-    w = torch.cat(ws)
-    return CachedViews(torch.cat(feats), torch.cat(labs), w / w.sum())
+    return CachedViews(torch.cat(feats), torch.cat(labs), np.concatenate(imgs))
 
 
 def train_upper(
     model: PatternNet,
     synthetic: CachedViews,
     real: CachedViews,
+    real_weights: torch.Tensor,
     *,
     steps: int,
     batch: int,
@@ -119,7 +129,10 @@ def train_upper(
     on_eval: Callable[[int], dict[str, Any]] | None = None,
     eval_every: int = 0,
 ) -> dict[str, Any]:
-    """Train the stages after the trunk and the head (AdamW, cosine schedule) on cached views."""
+    """Train the stages after the trunk and the head (AdamW, cosine schedule) on cached views.
+
+    Synthetic views are drawn uniformly, real views by ``real_weights`` (one per view).
+    """
     for p in model.parameters():
         p.requires_grad_(False)
     upper = [*model.features[FROZEN_STAGES:].parameters(), *model.head.parameters()]
@@ -133,8 +146,8 @@ def train_upper(
         model.features[:FROZEN_STAGES].eval()  # frozen batch-norm statistics
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, steps, lr)
-        si = torch.multinomial(synthetic.weights, batch, replacement=True, generator=gen)
-        ri = torch.multinomial(real.weights, batch, replacement=True, generator=gen)
+        si = torch.randint(0, len(synthetic), (batch,), generator=gen)
+        ri = torch.multinomial(real_weights, batch, replacement=True, generator=gen)
         xs = synthetic.features[si].float()
         xr = real.features[ri].float()
         out = upper_forward(model, torch.cat([xs, xr]))
