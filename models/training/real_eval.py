@@ -130,18 +130,22 @@ def out_of_fold_figures(weights: dict[int, Path], tiles: RealTiles) -> dict[str,
 
 
 def segmenter_tile_figures(
-    tiles: RealTiles, threshold: float, min_share: float = 0.25
+    tiles: RealTiles,
+    threshold: float,
+    min_share: float = 0.25,
+    model: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Share of tiles on which the shipped necrosis segmenter marks ``min_share`` of the tissue.
 
     ``tiles`` are at the segmenter's µm/px (2 µm/px, 256 px); a tile counts as "necrosis found"
     when pixels at or above ``threshold`` cover at least ``min_share`` of its tissue pixels.
+    ``model``: a segmenter being trained (default: the shipped one).
     """
     from models.registry import create_model, get_spec
     from models.training.real_tissue import tissue_fraction
 
     spec = get_spec("atc-necrosis-v1")
-    model = create_model(spec.name)
+    model = model if model is not None else create_model(spec.name)
     found = np.zeros(len(tiles), dtype=bool)
     for i, t in enumerate(tiles.images):
         e = (min(t.shape[:2]) // 16) * 16

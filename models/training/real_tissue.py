@@ -39,6 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from models.training.data import PatchSet
 from wsi.synthetic.classes import PATTERN_CLASSES
 
 #: Where the shared real tissue sets live, beside the project root.
@@ -364,3 +365,30 @@ def training_sets_card() -> list[dict[str, object]]:
         }
         for s in SOURCES.values()
     ]
+
+
+def necrosis_patch_set(
+    mpp: float, size: int, holdout_fold: int | None, root: Path = DEFAULT_ROOT
+) -> tuple[PatchSet, RealTiles]:
+    """Real tiles for the necrosis segmenter with weak masks, and the held-out fold's tiles.
+
+    The sets label whole images, not pixels: in a necrotic-osteosarcoma tile every tissue pixel
+    (optical density above glass) is taken as necrosis, in every other tile none is. Only tiles of
+    the full ``size`` are kept (the oral and thyroid squares are smaller at 2 µm/px).
+
+    Returns:
+        (training patches with (n, size, size) masks of pattern-class values, held-out tiles at
+        ``mpp``; all tiles when ``holdout_fold`` is None).
+    """
+    tiles = cut_tiles(list_real_tissue(root), mpp=mpp, size=size)
+    full = np.array([t.shape[:2] == (size, size) for t in tiles.images])
+    train = tiles.subset(full & (tiles.folds != holdout_fold))
+    held = tiles.subset(tiles.folds == holdout_fold) if holdout_fold is not None else tiles
+    nec = PATTERN_CLASSES.index("necrosis")
+    masks = np.zeros((len(train), size, size), dtype=np.uint8)
+    for k, (img, lab) in enumerate(zip(train.images, train.labels.tolist(), strict=True)):
+        if lab == nec:
+            od = -np.log10(np.maximum(img.astype(np.float32), 1.0) / 255.0).sum(axis=-1)
+            masks[k] = np.where(od > 0.2, nec, 0)
+    labels = np.where(train.labels == nec, nec, 0).astype(np.int64)
+    return PatchSet(np.stack(train.images), labels, masks), held

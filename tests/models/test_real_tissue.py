@@ -107,6 +107,7 @@ def test_set_loss_rewards_any_tumour_pattern_for_unknown_tumour() -> None:
     assert float(set_loss(spindle, known)) > float(set_loss(squamoid, known))
 
 
+@pytest.mark.slow
 def test_cli_evaluate_tissue_on_real_patches(tmp_path: Path) -> None:
     """``atc-wsi evaluate tissue``: a CSV of real sarcoma tiles (0.5 µm/px) with their labels."""
     import json
@@ -136,3 +137,17 @@ def test_cli_evaluate_tissue_on_real_patches(tmp_path: Path) -> None:
     bad_label.write_text(f"file,label\n{tiles / names[0]},lipoma\n")
     bad = CliRunner().invoke(app, ["evaluate", "tissue", str(bad_label), "--mpp", "0.5"])
     assert bad.exit_code == 2 and "lipoma" in bad.output
+
+
+@pytest.mark.slow
+def test_necrosis_weak_masks_mark_only_necrotic_tissue() -> None:
+    from models.training.real_tissue import necrosis_patch_set
+
+    train, held = necrosis_patch_set(2.0, 192, holdout_fold=1, root=ROOT)
+    nec = pattern_index("necrosis")
+    assert train.masks is not None and train.images.shape[1:] == (192, 192, 3)
+    is_nec = train.labels == nec
+    assert is_nec.any() and (~is_nec).any()
+    assert not (train.masks[~is_nec] == nec).any()  # no necrosis outside necrotic tiles
+    assert (train.masks[is_nec] == nec).mean() > 0.3  # necrotic tiles: their tissue pixels
+    assert set(held.folds.tolist()) == {1}
