@@ -92,24 +92,25 @@ def tumour_bed_gate(
 ) -> NDArray[np.bool_]:
     """Where necrosis may be counted, on a raster of ``shape`` at ``l0_per_px`` level-0 px/pixel.
 
-    One definition of the tumour bed for both models: pattern tiles whose top class is necrosis,
-    and tiles whose top class is a tumour pattern next to one (8-neighbours, so the segmenter
-    draws the edge of a necrotic region that crosses into viable tumour). Necrosis the segmenter
-    finds in tiles the classifier calls non-tumour or background (benign tissue, keratin, blood,
-    mucin, fibrin) is not tumour necrosis.
+    One definition of the tumour bed for both models: pattern tiles where tumour (a tumour
+    pattern or necrosis) is more probable than not, plus the 8 neighbours of tiles whose top class
+    is necrosis (so the segmenter draws the edge of a necrotic region that a tile calls glass or
+    non-tumour). Necrosis the segmenter finds elsewhere, in tiles the classifier calls non-tumour
+    or background (benign tissue, keratin, blood, mucin, fibrin), is not tumour necrosis.
     """
     valid = np.isfinite(probs).all(axis=1)
-    label = np.where(valid, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)
+    safe = np.nan_to_num(probs, nan=0.0)
     nec = classes.index("necrosis")
-    tumour = [classes.index(c) for c in TUMOUR_PATTERNS if c in classes]
-    lab_r = grid.as_raster(label.astype(np.float32), fill=-1.0)
-    nec_r = lab_r == nec
+    bed_idx = [classes.index(c) for c in (*TUMOUR_PATTERNS, "necrosis") if c in classes]
+    bed = valid & (safe[:, bed_idx].sum(axis=1) >= 0.5)
+    is_nec = valid & (safe.argmax(axis=1) == nec)
+    nec_r = grid.as_raster(is_nec.astype(np.float32), fill=0.0) > 0.5
     pad = np.pad(nec_r, 1)
     near = np.zeros_like(nec_r)
     for dy in (0, 1, 2):
         for dx in (0, 1, 2):
             near |= pad[dy : dy + nec_r.shape[0], dx : dx + nec_r.shape[1]]
-    ok_r = nec_r | (near & np.isin(lab_r, tumour))
+    ok_r = near | (grid.as_raster(bed.astype(np.float32), fill=0.0) > 0.5)
     out = np.zeros(shape, dtype=bool)
     for k, (i, j) in enumerate(grid.grid_ij.tolist()):
         if not ok_r[i, j]:

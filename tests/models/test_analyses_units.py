@@ -95,13 +95,14 @@ def test_necrosis_counts_only_in_the_pattern_tumour_bed() -> None:
     grid = build_tile_grid(
         l0_dimensions=(400, 300), mpp=1.0, level_downsamples=(1.0,), target_mpp=1.0, tile_px=100
     )
-    label = {(0, 0): "necrosis", (0, 1): "spindle", (0, 3): "spindle", (2, 0): "non_tumour"}
+    label = {(0, 0): "necrosis", (0, 3): "spindle", (2, 2): "non_tumour", (2, 3): "non_tumour"}
     probs = np.zeros((len(grid), len(PATTERN_CLASSES)), np.float32)
     for k, (i, j) in enumerate(grid.grid_ij.tolist()):
         probs[k, PATTERN_CLASSES.index(label.get((i, j), "background"))] = 1.0
     gate = tumour_bed_gate(grid, probs, PATTERN_CLASSES, (30, 40), 10.0)
     assert gate[:10, :10].all()  # the necrosis tile
-    assert gate[:10, 10:20].all()  # a tumour tile beside it: the edge of the necrotic region
-    assert not gate[:10, 30:40].any()  # a tumour tile away from necrosis
-    assert not gate[20:30, :10].any()  # non-tumour next to nothing: benign, never tumour necrosis
-    assert int(gate.sum()) == 200
+    assert gate[:20, :20].all()  # its neighbours: the edge of the necrotic region
+    assert gate[:10, 30:40].all()  # a tumour tile: necrosis inside the tumour bed counts
+    assert not gate[20:30, 20:40].any()  # non-tumour: benign, never tumour necrosis
+    assert not gate[:, 20:30].any()  # glass away from necrosis and tumour
+    assert int(gate.sum()) == 500

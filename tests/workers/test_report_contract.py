@@ -21,10 +21,10 @@ from models.analyses.grading import GradingInputs, grading_report
 from models.analyses.mitosis import summarise_mitoses
 from models.analyses.pattern import summarise_patterns
 from models.analyses.scope import judge, withhold_patterns
-from models.cells.stain import StainEvidence
-from models.settings import ScopeSettings
 from models.analyses.settings_cells import GradingSettings, MitosisSettings
 from models.analysis import slide_section, tissue_section
+from models.cells.stain import StainEvidence
+from models.settings import ScopeSettings
 from workers.report import validate_report, write_outputs
 from wsi import TissueSettings, compute_tissue_mask, open_slide
 from wsi.synthetic.classes import PATTERN_CLASSES
