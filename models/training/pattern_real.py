@@ -164,6 +164,6 @@ def train_upper(
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
-    if on_eval is not None:
+    if on_eval is not None and not (eval_every and steps % eval_every == 0):
         last = on_eval(steps)
     return {"steps": steps, "final_loss": round(float(np.mean(losses[-100:])), 4), **last}

@@ -125,8 +125,13 @@ def out_of_fold_figures(weights: dict[int, Path], tiles: RealTiles) -> dict[str,
         raise ValueError(
             f"folds {sorted(set(tiles.folds.tolist()) - set(weights))} have no weights"
         )
-    return {"max_softmax_p05": round(float(np.percentile(probs.max(axis=1), 5)), 3),
-            **tissue_figures(probs, tiles)}  # fmt: skip
+    top = probs.max(axis=1)[tiles.labels != 0]  # tissue tiles (glass left out)
+    return {
+        "max_softmax_tissue_percentiles": {
+            str(q): round(float(np.percentile(top, q)), 3) for q in (1, 5, 10, 25, 50)
+        },
+        **tissue_figures(probs, tiles),
+    }
 
 
 def segmenter_tile_figures(
