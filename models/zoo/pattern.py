@@ -17,7 +17,7 @@ PATTERN_V1_SHA256 = "29a702f3351de67591d129817e04c844ecef017d7bcf09f3efcaf1353bd
 
 @register_model("atc-pattern-v1")
 def atc_pattern_v1() -> ModelSpec:
-    """The shipped pattern classifier (synthetic sampler + real proxies, see its model card)."""
+    """The shipped pattern classifier (trained on the synthetic sampler, see its model card)."""
     return ModelSpec(
         name="atc-pattern-v1",
         arch=lambda: PatternNet(len(PATTERN_CLASSES)),
@@ -30,5 +30,5 @@ def atc_pattern_v1() -> ModelSpec:
         std=(0.25, 0.25, 0.25),
         weights_file="atc-pattern-v1.pt",
         sha256=PATTERN_V1_SHA256,
-        version="1.2.0",
+        version="1.1.0",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,9 +107,7 @@ def test_grading_criteria_not_met_outside_scope() -> None:
         assert out["scope_verdict"] == verdict
 
 
-@pytest.mark.slow
-def test_real_benign_slide_is_no_tumour(real_slide: Path) -> None:
-    """CMU-1-Small-Region (benign skin, H&E): no tumour, no necrosis, no criterion met."""
+def _analyse_real(real_slide: Path, scope: ScopeSettings) -> dict[str, Any]:
     from models.analysis import analyze_slide
     from models.settings import EngineSettings, PipelineSettings
     from workers.report import validate_report
@@ -116,12 +115,42 @@ def test_real_benign_slide_is_no_tumour(real_slide: Path) -> None:
     settings = PipelineSettings(
         analyses=("pattern", "scope", "necrosis", "grading"),
         engine=EngineSettings(device="cpu", num_workers=0),
+        scope=scope,
     )
     rep = analyze_slide(real_slide, settings).report
     validate_report(rep)
+    return rep
+
+
+@pytest.mark.slow
+def test_real_slide_outside_validated_resolution_withholds_everything(real_slide: Path) -> None:
+    """CMU-1-Small-Region (0.499 µm/px, H&E) judged against a 0.25 µm/px limit: outside."""
+    rep = _analyse_real(real_slide, ScopeSettings(max_mpp=0.25))
+    scope = rep["scope"]
+    assert (scope["verdict"], scope["rule"], scope["stain"]) == (OUTSIDE, "resolution", "eosin")
+    assert scope["mpp"] == pytest.approx(0.499, abs=0.001)
+    assert "0.50 µm" in scope["reason"]
+    assert (
+        rep["pattern"]["predominant"] is None and "outside_validated" in rep["pattern"]["withheld"]
+    )
+    assert rep["necrosis"]["percent_of_tumour_bed"] is None
+    assert all(
+        f["met"] is None and "outside_validated" in f["note"] for f in rep["grading"]["flags"]
+    )
+    assert rep["grading"]["who2022_high_grade_feature_present"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16 target not met: the benign skin of CMU-1 is called "
+    "spindle/pleomorphic tumour (non-tumour specificity 0.33 out of fold on the real proxies; "
+    "docs/model-quality.md, 'Real tissue (issue 16)')",
+)
+def test_real_benign_slide_is_no_tumour(real_slide: Path) -> None:
+    """CMU-1-Small-Region (benign skin, H&E): no tumour, no necrosis, no criterion met."""
+    rep = _analyse_real(real_slide, ScopeSettings())
     assert rep["scope"]["verdict"] == NO_TUMOUR, rep["scope"]
-    assert rep["scope"]["stain"] == "eosin"
     assert rep["pattern"]["predominant"] is None
     assert rep["necrosis"]["area_mm2"] <= 0.02
-    assert rep["necrosis"]["percent_of_tumour_bed"] is None
     assert not any(f["met"] for f in rep["grading"]["flags"])
