@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from models.analyses.settings_cells import GradingSettings, MitosisSettings, TamSettings
 from wsi.settings import SlideSettings, TilingSettings, TissueSettings
 
-ANALYSIS_NAMES: tuple[str, ...] = ("pattern", "necrosis", "mitosis", "tam", "grading")
+ANALYSIS_NAMES: tuple[str, ...] = ("pattern", "scope", "necrosis", "mitosis", "tam", "grading")
 
 
 class _Frozen(BaseModel):
@@ -84,6 +84,36 @@ class NecrosisSettings(_Frozen):
         2000.0, ge=0, description="necrosis polygons smaller than this (µm²) are dropped"
     )
     simplify_um: float = Field(4.0, ge=0, description="polygon simplification tolerance (µm)")
+    gate_by_pattern: bool = Field(
+        True,
+        description="count necrosis only in pattern tiles called necrosis and tumour tiles next "
+        "to them (one tumour bed for both models)",
+    )
+
+
+class ScopeSettings(_Frozen):
+    """Scope verdict rules (``models.analyses.scope``)."""
+
+    max_mpp: float = Field(
+        1.0, gt=0, description="slides with coarser level-0 pixels (µm) are outside validated"
+    )
+    min_tile_confidence: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="a tissue tile whose top pattern probability is below this is 'unsure' "
+        "(5th percentile on real validation tiles)",
+    )
+    max_uncertain_fraction: float = Field(
+        0.5, ge=0, le=1, description="more unsure tissue tiles than this: tissue not recognised"
+    )
+    min_tumour_mm2: float = Field(
+        0.15, ge=0, description="viable tumour below this area (mm²) is 'no tumour found'"
+    )
+    min_tumour_fraction: float = Field(
+        0.05, ge=0, le=1, description="… or below this share of the classified tissue"
+    )
+    stain_mpp: float = Field(4.0, gt=0, description="µm/px of the read that judges the stain")
 
 
 class PipelineSettings(_Frozen):
@@ -97,6 +127,7 @@ class PipelineSettings(_Frozen):
         ANALYSIS_NAMES, description="analyses to run (their prerequisites are added)"
     )
     pattern: PatternSettings = PatternSettings()
+    scope: ScopeSettings = ScopeSettings()
     necrosis: NecrosisSettings = NecrosisSettings()
     mitosis: MitosisSettings = MitosisSettings()
     tam: TamSettings = TamSettings()

@@ -8,7 +8,9 @@ analyses the same way, reusing ``models.training.evaluation``):
   error, through the full ``analyze_slide`` pipeline.
 - ``real``: the pattern model on the real H&E patches in ``../shared/data/patches/kather`` and the
   whole analysis of ``CMU-1-Small-Region.svs``; no target, reported as is.
-- ``all``: both.
+- ``tissue``: real tissue tiles (``../shared/data/real/tissue``): out-of-fold pattern figures per
+  source from two fold models (``--fold-weights``) and the necrosis segmenter's tile calls.
+- ``all``: all of them.
 
     nice -n 10 .venv/bin/python scripts/evaluate.py all --json out/eval/pattern_necrosis.json
 """
@@ -61,9 +63,14 @@ def eval_real(args: argparse.Namespace) -> dict[str, Any]:
         from models.analysis import analyze_slide
         from models.settings import PipelineSettings
 
-        res = analyze_slide(slide, PipelineSettings(analyses=("pattern", "necrosis")))
+        settings = PipelineSettings(analyses=("pattern", "scope", "necrosis", "grading"))
+        res = analyze_slide(slide, settings)
         rep = res.report
         out["cmu_small_region"] = {
+            "scope": {k: rep["scope"][k] for k in ("verdict", "rule", "reason")},
+            "uncertain_tile_fraction": rep["scope"]["uncertain_tile_fraction"],
+            "criteria_met": sum(1 for f in rep["grading"]["flags"] if f["met"] is True),
+            "necrosis_segmented_mm2": rep["necrosis"]["segmented_mm2"],
             "tissue_mm2": rep["tissue"]["area_mm2"],
             "pattern_tissue_classes": {
                 c: v["area_mm2"] for c, v in rep["pattern"]["tissue_classes"].items()
@@ -88,9 +95,34 @@ def eval_slides(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def eval_tissue(args: argparse.Namespace) -> dict[str, Any]:
+    """Real tissue tiles: out-of-fold pattern figures per source, and the necrosis segmenter.
+
+    ``--fold-weights P0 P1``: pattern weights trained with fold 0 / fold 1 held out
+    (``scripts/train_pattern_real.py --holdout-fold k``); each tile is scored by the model that
+    did not see its patient or slide.
+    """
+    from models.settings import NecrosisSettings
+    from models.training.real_eval import out_of_fold_figures, segmenter_tile_figures
+    from models.training.real_tissue import cut_tiles, list_real_tissue
+
+    images = list_real_tissue()
+    out: dict[str, Any] = {}
+    if args.fold_weights:
+        tiles = cut_tiles(images, mpp=1.0, size=224)
+        weights = dict(enumerate(args.fold_weights))
+        out["pattern_out_of_fold"] = out_of_fold_figures(weights, tiles)
+    seg_tiles = cut_tiles(images, mpp=2.0, size=256)
+    out["necrosis_segmenter_tiles"] = segmenter_tile_figures(
+        seg_tiles, NecrosisSettings().threshold
+    )
+    return out
+
+
 EVALUATORS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "slides": eval_slides,
     "real": eval_real,
+    "tissue": eval_tissue,
 }
 
 
@@ -105,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/atc-eval"))
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    ap.add_argument(
+        "--fold-weights",
+        type=Path,
+        nargs=2,
+        default=None,
+        help="tissue: pattern weights trained with fold 0 and fold 1 held out",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = list(EVALUATORS) if args.what == "all" else [args.what]

@@ -31,6 +31,8 @@ from models.training import (
 )
 from models.training.data import PatchSet, batch_stream, generate_patches, predict
 from models.training.metrics import dice
+from models.training.real_eval import segmenter_tile_figures
+from models.training.real_tissue import necrosis_patch_set, training_sets_card
 from models.training.slide_tiles import concat, slide_patch_set
 from wsi.synthetic.classes import pattern_index
 
@@ -107,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         help="extra copies of the slide tiles the --init model gets most wrong (0: none)",
     )
     ap.add_argument("--hard-fraction", type=float, default=0.2, help="share of slide tiles mined")
+    ap.add_argument(
+        "--real", action="store_true", help="add ../shared/data/real/tissue tiles (weak masks)"
+    )
+    ap.add_argument("--holdout-fold", type=int, default=None, choices=(0, 1))
+    ap.add_argument("--real-repeat", type=int, default=3, help="oversampling of real tiles")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -130,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         ]
         slide_set = concat(*tiles)
         train = concat(train, slide_set, repeat_last=args.slide_repeat)
+    real_held = None
+    if args.real:
+        real_set, real_held = necrosis_patch_set(spec.input_mpp, args.size, args.holdout_fold)
+        train = concat(train, real_set, repeat_last=args.real_repeat)
     t_data = time.perf_counter() - t0
     assert train.masks is not None and val.masks is not None, "necrosis training needs masks"
     frac = float((train.masks == NECROSIS).mean())
@@ -160,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         hard = hardest_tiles(model, slide_set, args.hard_fraction, spec.name)
         train = concat(train, hard, repeat_last=args.hard_repeat)
         log(event="hard tiles", tiles=len(hard), repeat=args.hard_repeat, train=len(train))
-    aug = StainAugment()
+    aug = StainAugment.real() if args.real else StainAugment()
     batches = batch_stream(
         train,
         args.batch_size,
@@ -178,8 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         pred = predict(model, val.images, spec.mean, spec.std, batch_size=16)[:, 1] >= 0.5
         d = dice(pred, truth)
         err = abs(float(pred.sum()) - float(truth.sum())) / max(float(truth.sum()), 1.0)
-        log(step=step, val_dice=round(d, 4), val_area_error=round(err, 4))
-        return {"val_dice": d, "val_area_error": err}
+        out = {"val_dice": d, "val_area_error": err}
+        if real_held is not None:
+            fig = segmenter_tile_figures(real_held, 0.85, model=model)["all"]
+            out["real_found"] = fig["necrosis_found_on_necrotic"]["value"]
+            out["real_other"] = fig["necrosis_on_other_tissue"]["value"]
+        log(step=step, **{k: round(v, 4) for k, v in out.items()})
+        model.train()
+        return out
 
     result = train_steps(
         model,
@@ -223,6 +240,15 @@ def main(argv: list[str] | None = None) -> int:
             "continued_from": init or None,
             "hard_tiles": {"fraction": args.hard_fraction, "repeat": args.hard_repeat}
             if args.hard_repeat
+            else None,
+            "real": {
+                "sets": training_sets_card(),
+                "weak_masks": "necrotic-osteosarcoma tiles: every tissue pixel necrosis; "
+                "every other real tile: none",
+                "repeat": args.real_repeat,
+                "holdout_fold": args.holdout_fold,
+            }
+            if args.real
             else None,
         },
         metrics=metrics,

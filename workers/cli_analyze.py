@@ -172,6 +172,8 @@ def analyze(
 def _summary(result: AnalysisResult, paths: dict[str, Path]) -> None:
     rep = result.report
     lines = [f"{rep['slide']['name']}: tissue {rep['tissue']['area_mm2']:.2f} mm²"]
+    if "scope" in rep:
+        lines.append(f"  scope     {rep['scope']['verdict']}: {rep['scope']['reason']}")
     if "pattern" in rep:
         p = rep["pattern"]
         lines.append(
@@ -186,6 +188,11 @@ def _summary(result: AnalysisResult, paths: dict[str, Path]) -> None:
             f"  necrosis  {n['area_mm2']:.3f} mm²"
             + (f" = {pct:.1f}% of the tumour bed" if pct is not None else "")
         )
+    if "grading" in rep:
+        flags = rep["grading"]["flags"]
+        met = sum(1 for f in flags if f["met"] is True)
+        known = sum(1 for f in flags if f["met"] is not None)
+        lines.append(f"  grading   {met} of {known} assessed criteria met ({len(flags)} in all)")
     prov = rep["provenance"]
     lines.append(f"  device    {prov['device']}; total {prov['durations_s']['total']:.1f} s")
     lines.append(f"  report    {paths['report']}")

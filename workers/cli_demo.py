@@ -64,6 +64,8 @@ def _analyse(slide: Path, out: Path, settings: Any) -> dict[str, Any]:
 
 def _line(report: dict[str, Any]) -> str:
     parts = [f"tissue {report['tissue']['area_mm2']:.2f} mm²"]
+    if "scope" in report:
+        parts.append(f"scope {report['scope']['verdict']} ({report['scope']['reason']})")
     if "pattern" in report:
         parts.append(f"predominant {report['pattern'].get('predominant_display')}")
     if "necrosis" in report:

@@ -133,3 +133,56 @@ def evaluate_mitosis(
             )
         print_summary(metrics, lines)
         write_metrics(metrics, out)
+
+
+@evaluate_app.command("tissue")
+def evaluate_tissue(
+    source: Path = typer.Argument(..., help="class folders or a file,label CSV of tissue patches"),
+    mpp: float = typer.Option(..., "--mpp", help="µm/px of the patches (e.g. 0.5 at 20×)"),
+    model: str = typer.Option("atc-pattern-v1", "--model", help="registered pattern classifier"),
+    label_map: Path | None = typer.Option(
+        None,
+        "--label-map",
+        help="JSON/YAML: your label → spindle|pleomorphic|squamoid|necrosis|non_tumour|tumour",
+    ),
+    out: Path | None = typer.Option(None, "--out", help="write the metrics JSON here"),
+) -> None:
+    """Tissue patches: per-class recall, macro-F1, tumour vs non-tumour, necrosis calls."""
+    with handle_errors():
+        from models.registry import get_spec
+        from models.training.crop_eval import evaluate_set
+        from models.training.eval_tasks import tissue_predictor, tissue_task
+        from models.training.labelled import load_label_map, read_labelled
+
+        _check_mpp(mpp)
+        data = read_labelled(source)
+        metrics = evaluate_set(
+            data,
+            tissue_task(),
+            tissue_predictor(model),
+            scale=mpp / get_spec(model).input_mpp,
+            label_map=load_label_map(label_map),
+        )
+        metrics["model"] = model
+        metrics["patch_mpp"] = mpp
+        lines = []
+        t = metrics["tumour_vs_non_tumour"]
+        lines.append(
+            f"tumour vs non-tumour accuracy {t['accuracy']:.3f} "
+            f"(95% CI {t['ci95'][0]:.3f}–{t['ci95'][1]:.3f}, n = {t['n']})"
+        )
+        if "pattern_macro_f1" in metrics:
+            p = metrics["pattern_macro_f1"]
+            lines.append(
+                f"spindle/pleomorphic/squamoid macro-F1 {p['value']:.3f} (n = {p['n']}; "
+                f"{', '.join(p['classes'])})"
+            )
+        for key, words in (
+            ("necrotic_called_necrosis", "necrotic patches called necrosis"),
+            ("other_called_necrosis", "other patches called necrosis"),
+        ):
+            if key in metrics:
+                m = metrics[key]
+                lines.append(f"{words}: {m['share']:.3f} (n = {m['n']})")
+        print_summary(metrics, lines)
+        write_metrics(metrics, out)

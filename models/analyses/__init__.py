@@ -52,6 +52,7 @@ CancelFn = Callable[[], bool]
 #: Built-in analyses and the module that registers each; imported on first use.
 BUILTIN_MODULES: dict[str, str] = {
     "pattern": "models.analyses.pattern",
+    "scope": "models.analyses.scope",
     "necrosis": "models.analyses.necrosis",
     "mitosis": "models.analyses.mitosis",
     "tam": "models.analyses.tam",

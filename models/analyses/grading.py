@@ -7,10 +7,11 @@ necrosis) and the Turin criterion for poorly differentiated carcinoma (≥ 3 mit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
+from models.analyses.scope import IN_SCOPE, scope_of
 from models.analyses.settings_cells import GradingSettings
 
 DISCLAIMER = (
@@ -58,10 +59,11 @@ class Flag:
     threshold: float
     unit: str
     met: bool | None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the flag as a JSON-ready dict."""
-        return {
+        """Return the flag as a JSON-ready dict (``note`` only when there is one)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "criterion": self.criterion,
             "measured": self.measured,
@@ -69,6 +71,9 @@ class Flag:
             "unit": self.unit,
             "met": self.met,
         }
+        if self.note:
+            out["note"] = self.note
+        return out
 
 
 def _at_least(value: float | None, threshold: float) -> bool | None:
@@ -116,9 +121,23 @@ def grading_flags(x: GradingInputs, s: GradingSettings) -> list[Flag]:
     ]
 
 
-def grading_report(x: GradingInputs, s: GradingSettings) -> dict[str, Any]:
-    """Return the ``grading`` section of the report: numbers, flags and the disclaimer."""
-    flags = grading_flags(x, s)
+def withhold_flags(flags: list[Flag], scope: dict[str, Any] | None) -> list[Flag]:
+    """Outside ``in_scope`` no criterion is assessed: ``met`` becomes None, the reason a note.
+
+    A slide without tumour, or one the models were not validated for, cannot meet a tumour
+    grading criterion, whatever the detectors counted on it.
+    """
+    if scope is None or scope["verdict"] == IN_SCOPE:
+        return flags
+    note = f"not assessed ({scope['verdict']}): {scope['reason']}"
+    return [replace(f, met=None, note=note) for f in flags]
+
+
+def grading_report(
+    x: GradingInputs, s: GradingSettings, scope: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the ``grading`` section: numbers, flags (withheld outside scope), disclaimer."""
+    flags = withhold_flags(grading_flags(x, s), scope)
     who = [f.met for f in flags if f.name.startswith("who2022")]
     return {
         "numbers": {
@@ -142,6 +161,7 @@ def grading_report(x: GradingInputs, s: GradingSettings) -> dict[str, Any]:
             True if any(m is True for m in who) else (None if None in who else False)
         ),
         "disclaimer": DISCLAIMER,
+        **({"scope_verdict": scope["verdict"]} if scope is not None else {}),
     }
 
 
@@ -194,12 +214,12 @@ class GradingAnalysis:
     """Grading numbers and WHO 2022 / Turin flags from the other analyses (no model)."""
 
     name = "grading"
-    requires: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ("scope",)
     after: tuple[str, ...] = ("pattern", "necrosis", "mitosis", "tam")
 
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
         """Compare the measured numbers with the configured thresholds."""
         x = inputs_from_results(dict(ctx.results), ctx.settings.mitosis.hpf_area_mm2)
-        report = grading_report(x, ctx.settings.grading)
+        report = grading_report(x, ctx.settings.grading, scope_of(dict(ctx.results)))
         report["caveats"] = upstream_warnings(dict(ctx.results))
         return AnalysisOutput(self.name, report=report)

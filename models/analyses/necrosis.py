@@ -20,8 +20,10 @@ from skimage.measure import find_contours
 
 from models.accumulate import TileArrayAccumulator
 from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
+from models.analyses.scope import IN_SCOPE, scope_of
 from models.engine import HeadFn
 from wsi.results import PolygonSet, RasterMap
+from wsi.synthetic.classes import TUMOUR_PATTERNS
 from wsi.tiling import TileGrid
 
 
@@ -81,6 +83,46 @@ def mask_to_polygons(
     return [p for p in parts if isinstance(p, Polygon) and p.area >= max(min_area_l0, 1e-9)]
 
 
+def tumour_bed_gate(
+    grid: TileGrid,
+    probs: NDArray[np.float32],
+    classes: tuple[str, ...],
+    shape: tuple[int, int],
+    l0_per_px: float,
+) -> NDArray[np.bool_]:
+    """Where necrosis may be counted, on a raster of ``shape`` at ``l0_per_px`` level-0 px/pixel.
+
+    One definition of the tumour bed for both models: pattern tiles where tumour (a tumour
+    pattern or necrosis) is more probable than not, plus the 8 neighbours of tiles whose top class
+    is necrosis (so the segmenter draws the edge of a necrotic region that a tile calls glass or
+    non-tumour). Necrosis the segmenter finds elsewhere, in tiles the classifier calls non-tumour
+    or background (benign tissue, keratin, blood, mucin, fibrin), is not tumour necrosis.
+    """
+    valid = np.isfinite(probs).all(axis=1)
+    safe = np.nan_to_num(probs, nan=0.0)
+    nec = classes.index("necrosis")
+    bed_idx = [classes.index(c) for c in (*TUMOUR_PATTERNS, "necrosis") if c in classes]
+    bed = valid & (safe[:, bed_idx].sum(axis=1) >= 0.5)
+    is_nec = valid & (safe.argmax(axis=1) == nec)
+    nec_r = grid.as_raster(is_nec.astype(np.float32), fill=0.0) > 0.5
+    pad = np.pad(nec_r, 1)
+    near = np.zeros_like(nec_r)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            near |= pad[dy : dy + nec_r.shape[0], dx : dx + nec_r.shape[1]]
+    ok_r = near | (grid.as_raster(bed.astype(np.float32), fill=0.0) > 0.5)
+    out = np.zeros(shape, dtype=bool)
+    for k, (i, j) in enumerate(grid.grid_ij.tolist()):
+        if not ok_r[i, j]:
+            continue
+        x, y = grid.l0_xy[k]
+        c0, r0 = int(x // l0_per_px), int(y // l0_per_px)
+        c1 = int(np.ceil((x + grid.l0_tile) / l0_per_px))
+        r1 = int(np.ceil((y + grid.l0_tile) / l0_per_px))
+        out[max(r0, 0) : r1, max(c0, 0) : c1] = True
+    return out
+
+
 def _rings(poly: shapely.Polygon) -> list[NDArray[np.float64]]:
     rings = [np.asarray(poly.exterior.coords, dtype=np.float64)]
     rings += [np.asarray(r.coords, dtype=np.float64) for r in poly.interiors]
@@ -101,7 +143,7 @@ class NecrosisAnalysis:
     """Segment necrosis over tissue; area, share of the tumour bed, polygons."""
 
     name = "necrosis"
-    requires: tuple[str, ...] = ("pattern",)
+    requires: tuple[str, ...] = ("pattern", "scope")
     after: tuple[str, ...] = ()
 
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
@@ -137,7 +179,18 @@ class NecrosisAnalysis:
         stats: Any,
     ) -> AnalysisOutput:
         ns = ctx.settings.necrosis
-        mask = prob >= ns.threshold
+        segmented = prob >= ns.threshold
+        mask = segmented
+        pattern = ctx.results.get("pattern")
+        if ns.gate_by_pattern and pattern is not None:
+            gate = tumour_bed_gate(
+                pattern.data["grid"],
+                pattern.data["probs"],
+                tuple(pattern.report["tissue_classes"]),
+                prob.shape,
+                l0_per_px,
+            )
+            mask = segmented & gate
         um_per_px = l0_per_px * ctx.slide.mpp
         area_mm2 = float(mask.sum()) * (um_per_px / 1000.0) ** 2
         l0_um2 = ctx.slide.mpp**2
@@ -148,12 +201,18 @@ class NecrosisAnalysis:
         if "pattern" in ctx.results:
             viable = float(ctx.results["pattern"].data["viable_tumour_mm2"])
         bed = (viable + area_mm2) if viable is not None else None
+        scope = scope_of(dict(ctx.results))
+        withheld = scope is not None and scope["verdict"] != IN_SCOPE
+        if withheld:
+            bed = None  # no tumour bed to take a percentage of
         report = {
             "model": provenance["name"],
             "mpp": grid.target_mpp,
             "map_mpp": round(um_per_px, 4),
             "threshold": ns.threshold,
             "area_mm2": round(area_mm2, 4),
+            "segmented_mm2": round(float(segmented.sum()) * (um_per_px / 1000.0) ** 2, 4),
+            "gated_by_pattern": bool(ns.gate_by_pattern and pattern is not None),
             "viable_tumour_mm2": round(viable, 4) if viable is not None else None,
             "tumour_bed_mm2": round(bed, 4) if bed is not None else None,
             "percent_of_tumour_bed": round(100 * area_mm2 / bed, 2) if bed else None,
@@ -162,6 +221,8 @@ class NecrosisAnalysis:
                 max((p.area for p in polys), default=0.0) * l0_um2 / 1e6, 4
             ),
         }
+        if withheld and scope is not None:
+            report["withheld"] = f"{scope['verdict']}: {scope['reason']}"
         factor = max(1, round(16.0 / um_per_px))  # overlay raster at about 16 µm/px
         return AnalysisOutput(
             name=self.name,

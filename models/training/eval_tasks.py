@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from models.training.crop_eval import EvalTask, Predictor
 from models.training.labelled import centre_crop
-from models.training.metrics import balanced_accuracy, confusion, wilson_interval
+from models.training.metrics import balanced_accuracy, confusion, per_class_f1, wilson_interval
 
 MITOSIS_TRUTH = ("negative", "typical", "atypical")
 MITOSIS_SYNONYMS = {
@@ -136,3 +136,119 @@ def mitosis_predictor(model_name: str = "atc-mitosis-v1", *, tta: bool = False) 
         return mitosis_scores(p.numpy(), tuple(spec.classes))
 
     return predict
+
+
+# --- tissue patches (issue 16) ---------------------------------------------------------------
+
+#: Truth classes of tissue patches: the pattern classifier's tissue classes plus ``tumour``
+#: (tumour of none of the three patterns, e.g. another carcinoma: scored as tumour vs non-tumour).
+TISSUE_TRUTH = ("spindle", "pleomorphic", "squamoid", "necrosis", "non_tumour", "tumour")
+TISSUE_SYNONYMS = {
+    "lms": "spindle",
+    "leiomyosarcoma": "spindle",
+    "ss": "spindle",
+    "synovial sarcoma": "spindle",
+    "spindle cell": "spindle",
+    "ups": "pleomorphic",
+    "pleomorphic giant cell": "pleomorphic",
+    "giant cell": "pleomorphic",
+    "oscc": "squamoid",
+    "scc": "squamoid",
+    "squamous": "squamoid",
+    "squamous cell carcinoma": "squamoid",
+    "non-viable-tumor": "necrosis",
+    "necrotic": "necrosis",
+    "normal": "non_tumour",
+    "benign": "non_tumour",
+    "non-tumor": "non_tumour",
+    "non-tumour": "non_tumour",
+    "non_tumor": "non_tumour",
+    "stroma": "non_tumour",
+    "viable": "tumour",
+    "tumor": "tumour",
+    "carcinoma": "tumour",
+}
+_TISSUE_CALLS = ("background", "spindle", "pleomorphic", "squamoid", "necrosis", "non_tumour")
+
+
+def tissue_task() -> EvalTask:
+    """Patch evaluation of the pattern classifier; scores are its softmax over its classes.
+
+    A patch called background counts as non-tumour. Besides the per-class figures: tumour vs
+    non-tumour accuracy (tumour = the three patterns, necrosis and ``tumour``), the macro-F1 of
+    spindle / pleomorphic / squamoid over patches of those truths, and the share of necrotic and
+    of other patches called necrosis.
+    """
+    to_idx = {
+        c: TISSUE_TRUTH.index(c if c != "background" else "non_tumour") for c in _TISSUE_CALLS
+    }
+    lookup = np.array([to_idx[c] for c in _TISSUE_CALLS], dtype=np.int64)
+
+    def to_truth(s: NDArray[np.float32]) -> NDArray[np.int64]:
+        return np.asarray(lookup[s.argmax(axis=1)], dtype=np.int64)
+
+    def extras(s: NDArray[np.float32], y: NDArray[np.int64]) -> dict[str, Any]:
+        pred = to_truth(s)
+        non = TISSUE_TRUTH.index("non_tumour")
+        truth_t, call_t = y != non, pred != non
+        k = int((truth_t == call_t).sum())
+        out: dict[str, Any] = {
+            "tumour_vs_non_tumour": {
+                "accuracy": round(k / len(y), 4) if len(y) else None,
+                "ci95": list(wilson_interval(k, len(y))),
+                "n": len(y),
+            }
+        }
+        pat = y < 3
+        if pat.any():
+            cm = confusion(y[pat], pred[pat], len(TISSUE_TRUTH))
+            f1 = per_class_f1(cm)[:3]
+            present = cm.sum(axis=1)[:3] > 0
+            out["pattern_macro_f1"] = {
+                "value": round(float(np.nan_to_num(f1)[present].mean()), 4),
+                "n": int(pat.sum()),
+                "classes": [c for c, p in zip(TISSUE_TRUTH[:3], present, strict=True) if p],
+            }
+        nec = TISSUE_TRUTH.index("necrosis")
+        for name, sel in (
+            ("necrotic_called_necrosis", y == nec),
+            ("other_called_necrosis", y != nec),
+        ):
+            if sel.any():
+                k, n = int((pred[sel] == nec).sum()), int(sel.sum())
+                out[name] = {"share": round(k / n, 4), "ci95": list(wilson_interval(k, n)), "n": n}
+        return out
+
+    return EvalTask("tissue", TISSUE_TRUTH, TISSUE_SYNONYMS, to_truth, extras)
+
+
+def tissue_predictor(model_name: str = "atc-pattern-v1") -> Predictor:
+    """Wrap a registered pattern classifier as a patch predictor (images at its µm/px).
+
+    A patch larger than the model's tile is cut into tiles spread evenly over it and their
+    softmax outputs are averaged; a smaller one is classified whole (the network pools globally).
+    """
+    from models.registry import create_model, get_spec
+    from models.training.data import predict
+
+    spec = get_spec(model_name)
+    if spec.task != "classify" or tuple(spec.classes) != _TISSUE_CALLS:
+        raise TypeError(f"{model_name} is not a tissue-pattern classifier")
+    model = create_model(model_name)
+    edge = spec.tile_px
+
+    def tiles(im: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        h, w = im.shape[:2]
+        if min(h, w) < edge:
+            s = min(h, w)
+            r, c = (h - s) // 2, (w - s) // 2
+            return im[None, r : r + s, c : c + s]
+        ys = np.linspace(0, h - edge, max(1, -(-h // edge))).round().astype(int)
+        xs = np.linspace(0, w - edge, max(1, -(-w // edge))).round().astype(int)
+        return np.stack([im[y : y + edge, x : x + edge] for y in ys for x in xs])
+
+    def run(images: list[NDArray[np.uint8]]) -> NDArray[np.float32]:
+        out = [predict(model, tiles(im), spec.mean, spec.std).mean(axis=0) for im in images]
+        return np.asarray(out, dtype=np.float32)
+
+    return run

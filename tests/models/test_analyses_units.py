@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.analyses import plan_analyses
-from models.analyses.necrosis import mask_to_polygons, stitch
+from models.analyses.necrosis import mask_to_polygons, stitch, tumour_bed_gate
 from models.analyses.pattern import summarise_patterns
 from models.errors import UnknownModelError
 from wsi import build_tile_grid
@@ -14,7 +14,8 @@ from wsi.synthetic.classes import PATTERN_CLASSES
 
 
 def test_prerequisites_are_added_and_ordered() -> None:
-    assert [a.name for a in plan_analyses(["necrosis"])] == ["pattern", "necrosis"]
+    assert [a.name for a in plan_analyses(["necrosis"])] == ["pattern", "scope", "necrosis"]
+    assert [a.name for a in plan_analyses(["grading"])] == ["pattern", "scope", "grading"]
     with pytest.raises(UnknownModelError, match="pattern"):
         plan_analyses(["patterns"])
 
@@ -87,3 +88,21 @@ def test_crop_labels_are_the_majority_class_of_the_crop_itself() -> None:
     masks[1, :, :3] = 5  # 12 of 16 pixels class 5
     masks[2, :1] = 1  # 4 of 16 pixels class 1: the rest (0) wins
     assert majority_labels(masks, 6).tolist() == [2, 5, 0]
+
+
+def test_necrosis_counts_only_in_the_pattern_tumour_bed() -> None:
+    # 4 × 3 pattern tiles of 100 level-0 px; map at 10 level-0 px per pixel.
+    grid = build_tile_grid(
+        l0_dimensions=(400, 300), mpp=1.0, level_downsamples=(1.0,), target_mpp=1.0, tile_px=100
+    )
+    label = {(0, 0): "necrosis", (0, 3): "spindle", (2, 2): "non_tumour", (2, 3): "non_tumour"}
+    probs = np.zeros((len(grid), len(PATTERN_CLASSES)), np.float32)
+    for k, (i, j) in enumerate(grid.grid_ij.tolist()):
+        probs[k, PATTERN_CLASSES.index(label.get((i, j), "background"))] = 1.0
+    gate = tumour_bed_gate(grid, probs, PATTERN_CLASSES, (30, 40), 10.0)
+    assert gate[:10, :10].all()  # the necrosis tile
+    assert gate[:20, :20].all()  # its neighbours: the edge of the necrotic region
+    assert gate[:10, 30:40].all()  # a tumour tile: necrosis inside the tumour bed counts
+    assert not gate[20:30, 20:40].any()  # non-tumour: benign, never tumour necrosis
+    assert not gate[:, 20:30].any()  # glass away from necrosis and tumour
+    assert int(gate.sum()) == 500

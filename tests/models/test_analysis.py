@@ -33,7 +33,7 @@ def result(slide: Path) -> AnalysisResult:
 def test_report_sections(result: AnalysisResult) -> None:
     rep = result.report
     assert {"slide", "tissue", "pattern", "necrosis", "qc", "provenance"} <= set(rep)
-    assert rep["provenance"]["analyses"] == ["pattern", "necrosis"]
+    assert rep["provenance"]["analyses"] == ["pattern", "scope", "necrosis"]
     assert rep["qc"]["unreadable_tiles"] == 0
     pat = rep["pattern"]
     shares = [v["percent_of_tumour"] for v in pat["per_class"].values()]
@@ -58,6 +58,16 @@ def test_results_agree_with_truth(result: AnalysisResult, slide: Path) -> None:
     assert s["pattern_macro_f1"] >= 0.88, s
     assert s["necrosis_dice"] >= 0.80, s
     assert s["necrosis_area_error"] is not None and s["necrosis_area_error"] <= 0.20, s
+
+
+def test_synthetic_tumour_slide_is_in_scope(result: AnalysisResult) -> None:
+    """A synthetic ATC slide (H&E, 0.25 µm/px, tumour everywhere) is judged and in scope."""
+    scope = result.report["scope"]
+    assert scope["verdict"] == "in_scope", scope
+    assert (scope["stain"], scope["rule"]) == ("eosin", "tumour")
+    assert scope["uncertain_tile_fraction"] <= scope["max_uncertain_fraction"]
+    assert result.report["pattern"]["predominant"] is not None
+    assert result.report["necrosis"]["percent_of_tumour_bed"] is not None
 
 
 def test_polygons_match_the_necrosis_area(result: AnalysisResult) -> None:

@@ -162,13 +162,22 @@ def make_report(
         for c in ("spindle", "pleomorphic", "squamoid")
     }
     return {
-        "schema_version": "1.0",
+        "schema_version": "1.1",
         "slide": facts,
         "tissue": {"area_mm2": round(float(tissue.sum()) * tile_mm2, 4)},
         "pattern": {
             "per_class": per_class,
             "mixed": True,
             "predominant": max(per_class, key=lambda c: per_class[c]["area_mm2"]),
+        },
+        "scope": {
+            "verdict": "in_scope",
+            "reason": "Tumour found on 1.20 mm² (60% of the tissue).",
+            "rule": "tumour",
+            "stain": "eosin",
+            "mpp": mpp,
+            "uncertain_tile_fraction": 0.05,
+            "viable_tumour_mm2": round(tumour, 4),
         },
         "necrosis": {
             "area_mm2": round(areas["necrosis"], 4),

@@ -20,8 +20,11 @@ from outputs_factory import SLIDE, make_outputs
 from models.analyses.grading import GradingInputs, grading_report
 from models.analyses.mitosis import summarise_mitoses
 from models.analyses.pattern import summarise_patterns
+from models.analyses.scope import judge, withhold_patterns
 from models.analyses.settings_cells import GradingSettings, MitosisSettings
 from models.analysis import slide_section, tissue_section
+from models.cells.stain import StainEvidence
+from models.settings import ScopeSettings
 from workers.report import validate_report, write_outputs
 from wsi import TissueSettings, compute_tissue_mask, open_slide
 from wsi.synthetic.classes import PATTERN_CLASSES
@@ -91,6 +94,32 @@ def test_real_sections_validate(real_sections: dict[str, Any]) -> None:
     validate_report(report_with(real_sections, mitosis=empty))
     # a TAM route that could not run reports only its route and why
     validate_report(report_with(real_sections, tam={"route": None, "warnings": ["H&E slide"]}))
+
+
+def test_scope_verdict_outside_scope_validates_and_shows(
+    real_sections: dict[str, Any], tmp_path: Path
+) -> None:
+    """A no-tumour verdict: pattern without a predominant pattern, grading criteria not assessed."""
+    scope = judge(
+        stain=StainEvidence(5000, 0.0, 0.5, "eosin"),
+        mpp=0.5,
+        confidence=np.full(40, 0.9, np.float32),
+        tissue_mm2=0.5,
+        viable_tumour_mm2=0.0125,
+        s=ScopeSettings(),
+    )
+    assert scope["verdict"] == "no_tumour"
+    pattern = copy.deepcopy(real_sections["pattern"])
+    withhold_patterns(pattern, scope)
+    grading = grading_report(GradingInputs(mitoses_per_2mm2=9), GradingSettings(), scope)
+    report = report_with(real_sections, scope=scope)
+    report.update(pattern=pattern, grading=grading)
+    validate_report(report)
+    outputs = make_outputs()
+    outputs.report = report
+    outputs.maps = outputs.maps[:1]
+    page = write_outputs(outputs, tmp_path, SLIDE)["report_html"].read_text(encoding="utf-8")
+    assert "No tumour found." in page and "0 of 0 assessed" in page
 
 
 def test_real_points_round_trip_through_geojson(

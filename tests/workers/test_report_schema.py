@@ -63,6 +63,8 @@ def test_core_sections_required(report: dict[str, Any], key: str) -> None:
         (("tam", "density_per_mm2"), -3.0, "tam/density_per_mm2"),
         (("grading", "flags", 0, "met"), "yes", "grading/flags/0/met"),
         (("qc", "blur_fraction"), 1.5, "qc/blur_fraction"),
+        (("scope", "verdict"), "maybe", "scope/verdict"),
+        (("scope", "reason"), "", "scope/reason"),
         (("grading", "disclaimer"), "", "grading/disclaimer"),
         (("provenance", "models", 0, "sha256"), "abc", "provenance/models/0/sha256"),
         (("provenance", "started_at"), "yesterday", "provenance/started_at"),
@@ -83,7 +85,7 @@ def test_bad_values_are_named(
 
 
 def test_sections_are_fully_specified_when_present(report: dict[str, Any]) -> None:
-    for section in ("tissue", "pattern", "necrosis", "mitosis", "tam", "grading", "qc"):
+    for section in ("tissue", "pattern", "scope", "necrosis", "mitosis", "tam", "grading", "qc"):
         bad = copy.deepcopy(report)
         bad[section] = {}
         with pytest.raises(ReportValidationError, match=section):

@@ -22,6 +22,8 @@ h2{font-size:1.2em;margin:28px 0 8px;border-bottom:2px solid #d5d9e0}
 .sub{color:#5b6475;margin:0 0 16px}
 .disclaimer{background:#fff4d6;border-left:4px solid #e0a800;padding:10px 14px;margin:12px 0}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(200px,1fr));gap:12px}
+.scope{border-radius:8px;padding:10px 14px;margin:10px 0;background:#eef4ff}
+.scope-no_tumour{background:#f1f1f1}.scope-outside_validated{background:#fff1dc}
 .card{background:#fff;border-radius:8px;padding:12px 14px;box-shadow:0 1px 2px #0002}
 .card .v{font-size:1.5em;font-weight:600} .card .k{color:#5b6475;font-size:.9em}
 table{border-collapse:collapse;background:#fff;margin:6px 0 12px;min-width:50%}
@@ -69,8 +71,29 @@ def _figure(png: bytes | None, caption: str) -> str:
     )
 
 
+SCOPE_TITLES = {
+    "in_scope": "In scope: tumour found",
+    "no_tumour": "No tumour found",
+    "outside_validated": "Outside validated inputs",
+}
+
+
+def _scope(report: dict[str, Any]) -> str:
+    """The scope verdict as a banner above the figures (empty when the verdict is absent)."""
+    sc = report.get("scope")
+    if not sc:
+        return ""
+    title = SCOPE_TITLES.get(sc["verdict"], sc["verdict"])
+    return (
+        f"<div class='scope scope-{_esc(sc['verdict'])}'><strong>{_esc(title)}.</strong> "
+        f"{_esc(sc['reason'])}</div>"
+    )
+
+
 def _cards(report: dict[str, Any]) -> str:
     cards: list[tuple[str, str]] = []
+    if "scope" in report:
+        cards.append(("Scope", SCOPE_TITLES.get(report["scope"]["verdict"], "—")))
     if "pattern" in report:
         p = report["pattern"]
         pred = display_name(p["predominant"]) if p.get("predominant") else "—"
@@ -289,7 +312,7 @@ def render_html(outputs: SlideOutputs, thumb: Thumb, *, thumb_note: str = "") ->
         f"<h1>Anaplastic thyroid carcinoma: slide analysis</h1>"
         f"<p class='sub'>{_esc(name)} · analysed "
         f"{_esc(report['provenance']['finished_at'])}</p>{note}"
-        f"<div class='disclaimer'>{_esc(disclaimer)}</div>{_cards(report)}"
+        f"<div class='disclaimer'>{_esc(disclaimer)}</div>{_scope(report)}{_cards(report)}"
         f"<h2>Maps</h2>{''.join(figs)}{_grading(report)}{_analysis_tables(report)}"
         f"{_provenance(report)}</main></body></html>\n"
     )

@@ -7,8 +7,9 @@ checks the two agree).
 Versioning: ``schema_version`` is ``"MAJOR.MINOR"``. A minor version only adds optional keys, so a
 reader of 1.x accepts every 1.y report; a major version changes or removes keys. The core
 (``schema_version``, ``slide``, ``provenance``) is always required; analysis sections
-(``tissue``, ``pattern``, ``necrosis``, ``mitosis``, ``tam``, ``grading``, ``qc``) are present
-only when that analysis ran, and fully specified when present. Sections may carry extra keys.
+(``tissue``, ``pattern``, ``scope``, ``necrosis``, ``mitosis``, ``tam``, ``grading``, ``qc``) are
+present only when that analysis ran, and fully specified when present. Sections may carry extra
+keys.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Final
 import jsonschema
 
 #: The version this code writes and validates (any 1.x report validates).
-REPORT_SCHEMA_VERSION: Final[str] = "1.0"
+REPORT_SCHEMA_VERSION: Final[str] = "1.1"
 SCHEMA_ID: Final[str] = "https://atc-wsi.example/schemas/report-1.json"
 
 Schema = dict[str, Any]
@@ -233,9 +234,14 @@ def _grading() -> Schema:
             "measured": _num(nullable=True, desc="measured value (null: not measured)"),
             "threshold": _num(desc="threshold used"),
             "unit": _str("unit of measured and threshold"),
-            "met": {"type": ["boolean", "null"], "description": "null: unknown (not measured)"},
+            "met": {
+                "type": ["boolean", "null"],
+                "description": "null: unknown (not measured, or not assessed outside scope)",
+            },
+            "note": _str("why the criterion was not assessed (1.1)"),
         },
         "one grading criterion",
+        optional=("note",),
     )
     return _obj(
         {
@@ -249,6 +255,27 @@ def _grading() -> Schema:
         },
         "grading flags (decision support)",
         optional=("caveats",),
+    )
+
+
+def _scope() -> Schema:
+    return _obj(
+        {
+            "verdict": {
+                "enum": ["in_scope", "no_tumour", "outside_validated"],
+                "description": "in_scope: tumour found; no_tumour: judged, none found; "
+                "outside_validated: not an input the models were validated on",
+            },
+            "reason": _str("one sentence for the reader", minLength=1),
+            "rule": _str("the rule that decided: stain, resolution, no_tissue, uncertain, tumour"),
+            "stain": _str("second stain besides haematoxylin: eosin, dab or unknown"),
+            "mpp": _num(0, desc="level-0 µm/px"),
+            "uncertain_tile_fraction": _num(
+                0, 1, desc="share of tissue tiles the pattern classifier is unsure on"
+            ),
+            "viable_tumour_mm2": _num(0, desc="tissue in tumour-pattern tiles, mm²"),
+        },
+        "scope verdict (1.1): can the slide be judged, and is there tumour",
     )
 
 
@@ -315,6 +342,7 @@ def build_schema() -> Schema:
         "provenance": _provenance(),
         "tissue": _obj({"area_mm2": _num(0, desc="tissue area, mm²")}, "tissue detection"),
         "pattern": _pattern(),
+        "scope": _scope(),
         "necrosis": _obj(
             {
                 "area_mm2": _num(0, desc="necrosis area, mm²"),
