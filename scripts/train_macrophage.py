@@ -67,7 +67,10 @@ def real_eval(det: MacrophageDetector, held: list[rc.CellImage]) -> dict[str, An
     if held:
         r = score_macrophages(det, held, (0.3, 0.5))
         out |= {f"real_mac_f1@{t}": v["all"]["f1"] for t, v in r.items()}
-        out |= {f"real_immune_as_mac@{t}": v["all"]["immune_called_macrophage_share"] for t, v in r.items()}
+        out |= {
+            f"real_immune_as_mac@{t}": v["all"]["immune_called_macrophage_share"]
+            for t, v in r.items()
+        }
     r = score_nuclei(det, rc.load_consep(split="test"), (0.2, 0.3))
     out |= {f"real_consep_nuc_f1@{t}": v["f1"] for t, v in r.items()}
     det.train()
@@ -99,7 +102,9 @@ def main() -> int:
     t0 = time.perf_counter()
     imgs, tgt, _ = load_synthetic(args.n_train, args.seed, args.size, args.sigma, stains=stains)
     vchunk = 32 if len(stains) > 1 else 200  # alternate the stains on validation patches too
-    vimgs, _, vpts = load_synthetic(64, args.seed + 1000, 256, args.sigma, chunk=vchunk, stains=stains)
+    vimgs, _, vpts = load_synthetic(
+        64, args.seed + 1000, 256, args.sigma, chunk=vchunk, stains=stains
+    )
     real_train, real_held = real_sets(args.real)
     real = RealPatches(real_train, args.size, args.sigma, args.seed) if real_train else None
     log(
@@ -137,7 +142,10 @@ def main() -> int:
     spec = get_spec(model_name)
     path = (args.out or spec.weights_path.parent) / spec.weights_file
     sha = publish_weights(det, path)
-    data = f"wsi.synthetic.sample_patches('macrophage', {args.size} px, 0.5 µm/px, stains {', '.join(stains)})"
+    data = (
+        f"wsi.synthetic.sample_patches('macrophage', {args.size} px, 0.5 µm/px, "
+        f"stains {', '.join(stains)})"
+    )
     if real is not None:
         data += (
             f"; real ({args.real_share:.0%} of each batch): MoNuSAC {args.real} (CC BY-NC-SA 4.0, "

@@ -50,8 +50,9 @@ MONUSAC_ORGANS: Final[dict[str, str]] = {
     "MP": "lung",
 }
 
-#: Two folds of the MoNuSAC patients, macrophages balanced (66 / 73) and every organ on both
-#: sides; a model trained on one fold is scored on the other.
+#: Two folds of the MoNuSAC patients, macrophages balanced (66 / 73); kidney, lung and prostate
+#: macrophages on both sides, breast (two patients, 6 macrophages) only in fold 0. A model
+#: trained on one fold is scored on the other.
 MONUSAC_FOLD: Final[dict[str, int]] = {
     "TCGA-2Z-A9JN": 0,
     "TCGA-G9-6356": 0,
@@ -129,7 +130,9 @@ def _rgb(path: Path) -> NDArray[np.uint8]:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def _points(rows: Iterable[tuple[float, float, str]]) -> tuple[NDArray[np.float64], NDArray[np.str_]]:
+def _points(
+    rows: Iterable[tuple[float, float, str]],
+) -> tuple[NDArray[np.float64], NDArray[np.str_]]:
     r = list(rows)
     xy = np.array([[x, y] for x, y, _ in r], dtype=np.float64).reshape(-1, 2)
     return xy, np.array([c for _, _, c in r], dtype=np.str_)
@@ -252,7 +255,9 @@ def load_deepliif(root: Path | None = None) -> list[CellImage]:
                 rows.append((float(c), float(r), name))
         xy, labels = _points(rows)
         out.append(
-            CellImage("deepliif", f.stem, f"deepliif/{f.stem}", "all", "mixed", _rgb(f), 0.25, xy, labels)
+            CellImage(
+                "deepliif", f.stem, f"deepliif/{f.stem}", "all", "mixed", _rgb(f), 0.25, xy, labels
+            )
         )
     return out
 

@@ -77,7 +77,11 @@ class Tally:
     def add(self, tp: int, fp: int, fn: int) -> None:
         """Add one image's matched counts."""
         self.tp, self.fp, self.fn = self.tp + tp, self.fp + fp, self.fn + fn
-        self.n_pred, self.n_true, self.images = self.n_pred + tp + fp, self.n_true + tp + fn, self.images + 1
+        self.n_pred, self.n_true, self.images = (
+            self.n_pred + tp + fp,
+            self.n_true + tp + fn,
+            self.images + 1,
+        )
 
     def summary(self) -> dict[str, Any]:
         """F1, precision, recall (with Wilson intervals) and the count ratio."""
@@ -130,12 +134,16 @@ def score_macrophages(
                 tl = per.setdefault(key, Tally())
                 tl.add(m.tp, m.fp, m.fn)
                 tl.extra["immune"] = tl.extra.get("immune", 0) + len(immune)
-                tl.extra["immune_called_macrophage"] = tl.extra.get("immune_called_macrophage", 0) + hit
+                tl.extra["immune_called_macrophage"] = (
+                    tl.extra.get("immune_called_macrophage", 0) + hit
+                )
         res = {}
         for k, tl in sorted(per.items()):
             s = tl.summary()
             n_imm = s["immune"]
-            s["immune_called_macrophage_share"] = round(s["immune_called_macrophage"] / max(n_imm, 1), 4)
+            s["immune_called_macrophage_share"] = round(
+                s["immune_called_macrophage"] / max(n_imm, 1), 4
+            )
             s["immune_called_macrophage_ci95"] = wilson(s["immune_called_macrophage"], n_imm)
             res[k] = s
         out[str(t)] = res
@@ -186,7 +194,9 @@ def ihc_positive_points(
         return im, peaks[0][:, :2].astype(np.float64)
     im = resample(img, mpp)
     conc = HDAB.concentrations(im.rgb)
-    res = dab_cells(conc[..., 1], conc.sum(-1), mpp=mpp, threshold=dab_threshold, min_cell_um2=min_cell_um2)
+    res = dab_cells(
+        conc[..., 1], conc.sum(-1), mpp=mpp, threshold=dab_threshold, min_cell_um2=min_cell_um2
+    )
     return im, res.rc[:, ::-1].astype(np.float64)
 
 
@@ -212,3 +222,32 @@ def score_ihc_counts(
     s = tl.summary()
     s["count_error"] = round(s["found"] / max(s["true"], 1) - 1, 4)
     return {"pooled": s, "images": rows}
+
+
+def calibrate_counts(
+    runs: Sequence[tuple[CellImage, dict[float, NDArray[np.float64]]]],
+    choose: Sequence[str],
+) -> dict[str, Any]:
+    """Pick the threshold whose pooled positive count is nearest the truth on the images named
+    in ``choose``; report that threshold on the others.
+
+    Args:
+        runs: per image, the image (at the detector's µm/px) and its detections per threshold.
+        choose: names of the images the threshold is chosen on.
+    """
+    pick = [(im, d) for im, d in runs if im.name in choose]
+    rest = [(im, d) for im, d in runs if im.name not in choose]
+    grid = sorted(runs[0][1])
+
+    def err(rs: Sequence[tuple[CellImage, dict[float, NDArray[np.float64]]]], t: float) -> float:
+        true = sum(len(im.of("positive")) for im, _ in rs)
+        return sum(len(d[t]) for _, d in rs) / max(true, 1) - 1
+
+    best = min(grid, key=lambda t: abs(err(pick, t)))
+    return {
+        "chosen_on": sorted(choose),
+        "threshold": best,
+        "error_on_choice": round(err(pick, best), 4),
+        "reported_on": sorted(im.name for im, _ in rest),
+        "report": score_ihc_counts([im for im, _ in rest], [d[best] for _, d in rest]),
+    }

@@ -105,8 +105,14 @@ def build_galleries(
                 crops = {}
                 for i in high + low:
                     xy = (float(ps.l0_xy[i, 0]), float(ps.l0_xy[i, 1]))
-                    crops[i] = GalleryCrop(xy, float(ps.scores[i]), _crop_png(slide, xy, crop_um, crop_mpp))
-                out.append(Gallery(ps.name, len(ps.scores), [crops[i] for i in high], [crops[i] for i in low]))
+                    crops[i] = GalleryCrop(
+                        xy, float(ps.scores[i]), _crop_png(slide, xy, crop_um, crop_mpp)
+                    )
+                out.append(
+                    Gallery(
+                        ps.name, len(ps.scores), [crops[i] for i in high], [crops[i] for i in low]
+                    )
+                )
     except WsiError as exc:
         return [], f"Detection gallery unavailable: {exc}"
     return out, ""
