@@ -50,3 +50,7 @@ class AnalysisCancelled(ModelError):
 
 class InvalidSettingsError(ModelError, ValueError):
     """A setting combination the pipeline cannot run (e.g. an analysis needing a disabled one)."""
+
+
+class LabelError(ModelError):
+    """A labelled image set that cannot be read, or labels a task does not know."""

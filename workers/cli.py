@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "workers.cli_demo",
     "workers.cli_service",
     "workers.cli_view",
+    "workers.cli_evaluate",
 )
 
 
