@@ -7,7 +7,6 @@ over images and also given per organ, with Wilson 95 % intervals on the pooled p
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,21 +19,11 @@ from models.cells.heat_net import MacrophageDetector
 from models.cells.matching import match_points
 from models.cells.mitosis_net import MEAN, STD
 from models.training.augment import normalise
+from models.training.metrics import wilson_interval
 from models.training.real_cells import CellImage, resample
 
 #: Classes that must not be called macrophage (MoNuSAC).
 SMALL_IMMUNE: tuple[str, ...] = ("lymphocyte", "neutrophil")
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of the proportion k / n (0–1); (0, 1) when n is 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return round(max(0.0, c - h), 4), round(min(1.0, c + h), 4)
 
 
 def detector_peaks(
@@ -60,6 +49,11 @@ def detector_peaks(
         p = p[(p[:, 2] >= 0) & (p[:, 0] < h) & (p[:, 1] < w)]
         res.append(np.column_stack([p[:, 1], p[:, 0], p[:, 2]]).astype(np.float32))
     return im, res
+
+
+def _ci(k: int, n: int) -> tuple[float, float] | None:
+    """95 % Wilson interval of k / n, None when n is 0 (JSON has no NaN)."""
+    return wilson_interval(k, n) if n > 0 else None
 
 
 @dataclass
@@ -93,9 +87,9 @@ class Tally:
             "tp": self.tp,
             "f1": round(f1, 4),
             "precision": round(self.tp / max(self.n_pred, 1), 4),
-            "precision_ci95": wilson(self.tp, self.n_pred),
+            "precision_ci95": _ci(self.tp, self.n_pred),
             "recall": round(self.tp / max(self.n_true, 1), 4),
-            "recall_ci95": wilson(self.tp, self.n_true),
+            "recall_ci95": _ci(self.tp, self.n_true),
             "count_ratio": round(self.n_pred / max(self.n_true, 1), 3),
             **self.extra,
         }
@@ -144,7 +138,7 @@ def score_macrophages(
             s["immune_called_macrophage_share"] = round(
                 s["immune_called_macrophage"] / max(n_imm, 1), 4
             )
-            s["immune_called_macrophage_ci95"] = wilson(s["immune_called_macrophage"], n_imm)
+            s["immune_called_macrophage_ci95"] = _ci(s["immune_called_macrophage"], n_imm)
             res[k] = s
         out[str(t)] = res
     return out

@@ -14,7 +14,6 @@ from models.training.real_scoring import (
     Tally,
     calibrate_counts,
     score_ihc_counts,
-    wilson,
 )
 
 
@@ -93,9 +92,6 @@ def test_real_targets_weights_by_set(monusac: list[rc.CellImage]) -> None:
 
 
 def test_scoring_helpers() -> None:
-    assert wilson(0, 0) == (0.0, 1.0)
-    lo, hi = wilson(50, 100)
-    assert lo < 0.5 < hi and hi - lo == pytest.approx(0.19, abs=0.01)
     tl = Tally()
     tl.add(3, 1, 2)
     s = tl.summary()
