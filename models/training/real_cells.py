@@ -138,6 +138,20 @@ def _points(
     return xy, np.array([c for _, _, c in r], dtype=np.str_)
 
 
+def _points_table(table: Path, what: str) -> dict[str, list[tuple[float, float, str]]]:
+    """Rows ``image,x,y,class,…`` of a derived points CSV, grouped by image file name (labels
+    lower-cased)."""
+    if not table.is_file():
+        raise RealDataError(f"{table}: {what} points missing")
+    by_image: dict[str, list[tuple[float, float, str]]] = {}
+    with table.open(encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            by_image.setdefault(r["image"], []).append(
+                (float(r["x"]), float(r["y"]), r["class"].lower())
+            )
+    return by_image
+
+
 def monusac_patient(name: str) -> str:
     """Return the TCGA patient id (``TCGA-2Z-A9JG``) of a MoNuSAC image name."""
     return "-".join(name.split("-")[:3])
@@ -147,15 +161,7 @@ def load_monusac(root: Path | None = None) -> list[CellImage]:
     """MoNuSAC test images with their derived points (Macrophage, Lymphocyte, Neutrophil,
     Epithelial; lower-case labels). Group = patient; split = ``fold0``/``fold1``."""
     base = (root or REAL_CELLS) / "real" / "cells" / "monusac_test_colormask"
-    table = base / "points_derived_from_colormask.csv"
-    if not table.is_file():
-        raise RealDataError(f"{table}: MoNuSAC points missing")
-    by_image: dict[str, list[tuple[float, float, str]]] = {}
-    with table.open(encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            by_image.setdefault(r["image"], []).append(
-                (float(r["x"]), float(r["y"]), r["class"].lower())
-            )
+    by_image = _points_table(base / "points_derived_from_colormask.csv", "MoNuSAC")
     out = []
     for f in sorted((base / "MoNuSAC-mini-test" / "images").glob("*.jpg")):
         patient = monusac_patient(f.name)
@@ -266,18 +272,10 @@ def load_ki67_glioma(root: Path | None = None) -> list[CellImage]:
     """Ki67 glioma photos with the polygon-derived points (positive / negative). Group = the
     patient number before the block id (``1309620`` of ``1309620 -A2-27``)."""
     base = (root or REAL_CELLS) / "real" / "cells" / "ki67_glioma_labelbox"
-    table = base / "points_derived_from_polygons.csv"
-    if not table.is_file():
-        raise RealDataError(f"{table}: Ki67 glioma points missing")
-    by_image: dict[str, list[tuple[float, float, str]]] = {}
-    with table.open(encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            by_image.setdefault(Path(r["image"]).stem, []).append(
-                (float(r["x"]), float(r["y"]), r["class"])
-            )
+    by_image = _points_table(base / "points_derived_from_polygons.csv", "Ki67 glioma")
     out = []
     for d in sorted(p for p in (base / "References").iterdir() if p.is_dir()):
-        xy, labels = _points(by_image.get(d.name, []))
+        xy, labels = _points(by_image.get(f"{d.name}.jpg", []))
         out.append(
             CellImage(
                 "ki67_glioma",

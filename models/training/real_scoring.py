@@ -95,6 +95,21 @@ class Tally:
         }
 
 
+def _runs(
+    det: MacrophageDetector, images: Sequence[CellImage], channel: int, lowest: float
+) -> list[tuple[CellImage, list[NDArray[np.float32]]]]:
+    """Run ``det`` on every image with ``channel``'s threshold lowered to ``lowest`` (restored
+    afterwards), so each threshold of a sweep is a filter on one run."""
+    kept = det.thresholds
+    lowered = list(kept)
+    lowered[channel] = lowest
+    det.thresholds = (lowered[0], lowered[1])
+    try:
+        return [detector_peaks(det, img) for img in images]
+    finally:
+        det.thresholds = kept
+
+
 def _pick(peaks: NDArray[np.float32], t: float) -> NDArray[np.float64]:
     return peaks[peaks[:, 2] >= t][:, :2].astype(np.float64)
 
@@ -107,11 +122,7 @@ def score_macrophages(
 ) -> dict[str, Any]:
     """MoNuSAC macrophage detection per peak threshold: pooled and per organ, plus the share of
     lymphocytes and neutrophils that a macrophage detection lands on (within ``match_um``)."""
-    lo = min(thresholds)
-    kept = det.thresholds
-    det.thresholds = (lo, kept[1])
-    runs = [detector_peaks(det, img) for img in images]
-    det.thresholds = kept
+    runs = _runs(det, images, 0, min(thresholds))
     out: dict[str, Any] = {}
     for t in thresholds:
         per: dict[str, Tally] = {}
@@ -151,10 +162,7 @@ def score_nuclei(
     match_um: float = 4.0,
 ) -> dict[str, Any]:
     """Nucleus detection (channel 1, every labelled point) per peak threshold, pooled."""
-    kept = det.thresholds
-    det.thresholds = (kept[0], min(thresholds))
-    runs = [detector_peaks(det, img) for img in images]
-    det.thresholds = kept
+    runs = _runs(det, images, 1, min(thresholds))
     out: dict[str, Any] = {}
     for t in thresholds:
         tl = Tally()
