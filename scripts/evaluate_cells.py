@@ -252,7 +252,9 @@ def calibrate_tam(
     sweeps ``tam.ihc_peak_threshold`` (IHC route, ``ihc_cells: net``). The TAM pass runs once
     per slide with the threshold at ``floor``; a threshold then keeps the macrophage peaks
     (already inside tumour) whose height reaches it. Per threshold: the mean relative density
-    error and the mean signed bias over the slides.
+    error and the mean signed bias over the slides. Slides of the other stain are skipped, so
+    ``--calibrate-set held-out-2`` gives the TAM-only held-out check of the H&E route (issue 17:
+    read there only at the threshold chosen on validation slides, never chosen there).
     """
     from models.analyses.mitosis import necrosis_mask, tumour_region
     from models.analyses.settings_cells import TamSettings
@@ -275,7 +277,8 @@ def calibrate_tam(
         tam=tam,
     )
     runs = []
-    slides = SETS[name][:n]
+    he_route = name != "validation-ihc"  # a set's slides of the other stain are skipped
+    slides = [c for c in SETS[name][:n] if (c["stain"] == "he") == he_route]
     for cfg in slides:
         folder = ensure_slide(slide_folder(out, name, cfg), cfg, 6144)
         truth = load_truth(folder)

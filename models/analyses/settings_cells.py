@@ -130,7 +130,7 @@ class TamSettings(_Frozen):
         0.35, ge=0, le=1, description="tiles below this viable-tumour probability are skipped"
     )
     peak_threshold: float = Field(
-        0.28, gt=0, le=1, description="heat-map peak height that counts as a macrophage (H&E)"
+        0.32, gt=0, le=1, description="heat-map peak height that counts as a macrophage (H&E)"
     )
     nucleus_peak_threshold: float = Field(
         0.2, gt=0, le=1, description="heat-map peak height that counts as a nucleated cell (H&E)"

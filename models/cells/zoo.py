@@ -15,7 +15,7 @@ from models.registry import ModelSpec, register_model
 from wsi.taxonomy import MITOSIS_CLASSES
 
 MITOSIS_V1_SHA256 = "5b8252c54647d467e92227c15607fcb68085e9e58ea14c4b5c52817b51890025"
-TAM_V1_SHA256 = "ae1b26170057326bf7caba9c57d399ec1ca963a21d27a3023484558074dfee7f"
+TAM_V1_SHA256 = "45cf7c3c7ea98bca76c17180fd8f7049b591ddea590e62b445127e173eaa4f36"
 TAM_IHC_V1_SHA256 = "03549c657542dc69956bd42325ccedd2af10ead158bae9695b68ceb0af4e2e4f"
 
 #: Output channels of the H&E cell heat-map network.
@@ -77,7 +77,7 @@ def atc_tam_v1() -> ModelSpec:
         MacrophageDetector,
         "CellHeatNet U-Net(16-24-48-64), 2 sigmoid heat maps at half resolution",
         TAM_V1_SHA256,
-        "1.2.0",
+        "1.3.0",
     )
 
 

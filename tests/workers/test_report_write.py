@@ -132,7 +132,8 @@ def test_html_is_self_contained_and_readable(
     page = paths["report_html"].read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)\s*=\s*['"]?(https?:)?//""", page)
     assert "<script" not in page and "@import" not in page
-    assert len(re.findall(r"src='data:image/png;base64,", page)) == 5
+    # five figures + the detection gallery: 6 + 6 mitoses, 3 tripolar, 6 + 6 macrophages
+    assert len(re.findall(r"src='data:image/png;base64,", page)) == 5 + 12 + 3 + 12
     for text in (
         "Mitoses in 2 mm² hotspot",
         "Per 10 HPF",

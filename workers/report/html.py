@@ -32,6 +32,10 @@ th{background:#eef0f4} td.num{text-align:right;font-variant-numeric:tabular-nums
 figure{background:#fff;margin:10px 0;padding:10px;border-radius:8px;display:inline-block}
 figure img{max-width:100%} figcaption{color:#5b6475;font-size:.9em}
 .met{color:#b00020;font-weight:600} .notmet{color:#2e7d32}
+h3{font-size:1em;margin:16px 0 4px}
+.gallery{display:flex;flex-wrap:wrap;gap:6px;margin:4px 0}
+.gallery figure.cell{margin:0;padding:4px;text-align:center}
+.gallery figure.cell img{width:96px;height:96px;image-rendering:auto}
 """
 
 
@@ -276,13 +280,16 @@ def _provenance(report: dict[str, Any]) -> str:
     )
 
 
-def render_html(outputs: SlideOutputs, thumb: Thumb, *, thumb_note: str = "") -> str:
+def render_html(
+    outputs: SlideOutputs, thumb: Thumb, *, thumb_note: str = "", gallery: str = ""
+) -> str:
     """Return the whole report page.
 
     Args:
         outputs: the slide's outputs (``outputs.report`` validated beforehand).
         thumb: the slide thumbnail (or :func:`figures.blank_thumb`).
         thumb_note: shown under the title when the thumbnail is a stand-in.
+        gallery: the detection-gallery section (``workers.report.gallery.gallery_html``).
     """
     report = outputs.report
     name = Path(report["slide"]["path"]).name
@@ -313,6 +320,6 @@ def render_html(outputs: SlideOutputs, thumb: Thumb, *, thumb_note: str = "") ->
         f"<p class='sub'>{_esc(name)} · analysed "
         f"{_esc(report['provenance']['finished_at'])}</p>{note}"
         f"<div class='disclaimer'>{_esc(disclaimer)}</div>{_scope(report)}{_cards(report)}"
-        f"<h2>Maps</h2>{''.join(figs)}{_grading(report)}{_analysis_tables(report)}"
+        f"<h2>Maps</h2>{''.join(figs)}{gallery}{_grading(report)}{_analysis_tables(report)}"
         f"{_provenance(report)}</main></body></html>\n"
     )

@@ -22,6 +22,13 @@ class OutputSettings(BaseModel):
     geojson_tiles: bool = Field(True, description="add one detection per classified tile")
     asap_xml: bool = Field(False, description="also write annotations.xml for ASAP")
     thumbnail_px: int = Field(1024, ge=64, le=4096, description="longer side of report thumbnails")
+    gallery_per_side: int = Field(
+        6, ge=0, le=24, description="report.html: highest- and lowest-scoring detections shown"
+    )
+    gallery_point_sets: tuple[str, ...] = Field(
+        ("Macrophage", "Mitosis", "Mitosis tripolar"),
+        description="point sets whose extreme detections report.html shows",
+    )
     dzi_tile_px: int = Field(254, ge=64, le=1024, description="Deep Zoom tile edge, px")
     dzi_jpeg_quality: int = Field(80, ge=30, le=100, description="JPEG quality of slide tiles")
     tile_cache_mb: int = Field(64, ge=0, description="viewer tile cache size, MiB")

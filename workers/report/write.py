@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from workers.report.figures import Thumb, blank_thumb
+from workers.report.gallery import build_galleries, gallery_html
 from workers.report.html import render_html
 from workers.report.schema import validate_report
 from workers.report.settings import OutputSettings
@@ -165,7 +166,16 @@ def write_outputs(
         slide_path, outputs.l0_dimensions, settings.thumbnail_px, outputs.mpp
     )
     paths["report_html"] = out_dir / "report.html"
-    atomic_write_text(paths["report_html"], render_html(outputs, thumb, thumb_note=note))
+    galleries, gallery_note = build_galleries(
+        outputs,
+        slide_path,
+        names=settings.gallery_point_sets,
+        per_side=settings.gallery_per_side,
+    )
+    page = render_html(
+        outputs, thumb, thumb_note=note, gallery=gallery_html(galleries, gallery_note)
+    )
+    atomic_write_text(paths["report_html"], page)
     paths["report"] = out_dir / "report.json"
     report["outputs"] = {
         "files": {
