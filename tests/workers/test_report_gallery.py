@@ -65,7 +65,7 @@ def test_gallery_shows_highest_then_lowest_scores(page: tuple[SlideOutputs, str]
     for _, im in rows["highest"] + rows["lowest"]:
         assert im.size == (48, 48)  # 24 µm at 0.5 µm/px
     # mitoses get their own gallery (12 + 3 points: fewer than 2 × 3 tripolar, split)
-    assert len(_rows(html, "Mitosis tripolar")["highest"]) == 3
+    assert len(_rows(html, "Mitosis: Tripolar")["highest"]) == 3
 
 
 def test_gallery_crop_is_the_slide_around_the_detection() -> None:

@@ -26,7 +26,7 @@ class OutputSettings(BaseModel):
         6, ge=0, le=24, description="report.html: highest- and lowest-scoring detections shown"
     )
     gallery_point_sets: tuple[str, ...] = Field(
-        ("Macrophage", "Mitosis", "Mitosis tripolar"),
+        ("Macrophage", "Mitosis: Typical", "Mitosis: Atypical", "Mitosis: Tripolar"),
         description="point sets whose extreme detections report.html shows",
     )
     dzi_tile_px: int = Field(254, ge=64, le=1024, description="Deep Zoom tile edge, px")
