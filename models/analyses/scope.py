@@ -138,14 +138,15 @@ def _rule(
             "tumour",
             NO_TUMOUR,
             f"No tumour was found: tumour-pattern tiles cover {mm2:.3f} mm² "
-            f"({100 * fraction:.1f}% of the tissue), below {s.min_tumour_mm2:g} mm² or "
+            f"({100 * fraction:.1f}% of the pattern-classified tissue), "
+            f"below {s.min_tumour_mm2:g} mm² or "
             f"{100 * s.min_tumour_fraction:g}%.",
         )
     return (
         "tumour",
         IN_SCOPE,
-        f"Tumour found on {mm2:.2f} mm² ({100 * fraction:.0f}% of the tissue) of an H&E or "
-        "IHC slide within the validated resolution.",
+        f"Tumour found on {mm2:.2f} mm² ({100 * fraction:.0f}% of the pattern-classified "
+        "tissue) of an H&E or IHC slide within the validated resolution.",
     )
 
 
