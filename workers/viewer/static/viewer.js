@@ -115,6 +115,16 @@
     return polys.map((rings) => rings.map(ringPath).join("")).join("");
   }
 
+  // "Mitosis: Tripolar" -> " marker-mitosis marker-mitosis-tripolar": a class for the family
+  // (QuPath's derived-class parent) and one for the subtype.
+  function markerClasses(name) {
+    const slug = (s) => s.toLowerCase().replace(/[^a-z]+/g, "-").replace(/^-|-$/g, "");
+    const parts = name.split(":");
+    let out = " marker-" + slug(parts[0]);
+    if (parts.length > 1) { out += " marker-" + slug(name); }
+    return out;
+  }
+
   function addMarkers(collection) {
     const L = state.layers;
     const svg = document.createElementNS(SVG_NS, "svg");
@@ -137,8 +147,7 @@
       }
       if (f.geometry.type === "Point") {
         const el = document.createElement("div");
-        el.className = "marker" + (name === "Macrophage" ? " small" : "") + " marker-" +
-          name.toLowerCase().replace(/[^a-z]+/g, "-");
+        el.className = "marker" + (name === "Macrophage" ? " small" : "") + markerClasses(name);
         el.style.background = color;
         el.title = name;
         const [x, y] = f.geometry.coordinates;
