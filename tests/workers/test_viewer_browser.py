@@ -125,7 +125,9 @@ def test_viewer_draws_slide_overlays_and_markers(server_url: str) -> None:
             assert not [u for u, s in responses if s >= 400]
 
             # markers: mitoses shown, macrophages hidden by default; necrosis and hotspot outlines
-            assert page.locator(".marker-mitosis").count() == 12
+            # every mitosis carries the family class, each its subtype class too
+            assert page.locator(".marker-mitosis").count() == 15
+            assert page.locator(".marker-mitosis-typical").count() == 12
             assert page.locator(".marker-mitosis-tripolar").count() == 3
             assert page.locator(".marker-mitosis").first.is_visible()
             assert not page.locator(".marker-macrophage").first.is_visible()
@@ -155,7 +157,8 @@ def test_viewer_draws_slide_overlays_and_markers(server_url: str) -> None:
             settle(page)
             assert (np.abs(shot(page) - tam).sum(axis=2) > 30).mean() > 0.02
             page.locator("input[data-marker='Mitosis: Typical']").uncheck()
-            assert not page.locator(".marker-mitosis").first.is_visible()
+            assert not page.locator(".marker-mitosis-typical").first.is_visible()
+            assert page.locator(".marker-mitosis-tripolar").first.is_visible()
         finally:
             browser.close()
 
