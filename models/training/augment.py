@@ -38,6 +38,9 @@ class StainAugment:
         gamma: max relative change of the gamma (contrast curve of the scanner).
         jpeg_p: probability of a JPEG re-compression (scanners store tiles as JPEG).
         jpeg_quality: range of JPEG qualities drawn from.
+        lowres_p: probability that an image is seen as a scanner at half the resolution would
+            give it to the pipeline: 2 × 2 area-averaged, then bilinearly upsampled back, as
+            ``wsi.tiling.TileReader`` upsamples a 0.5 µm/px slide for a 0.25 µm/px model.
     """
 
     sigma_scale: float = 0.25
@@ -50,6 +53,7 @@ class StainAugment:
     gamma: float = 0.0
     jpeg_p: float = 0.0
     jpeg_quality: tuple[int, int] = (50, 95)
+    lowres_p: float = 0.0
 
     @classmethod
     def real(cls) -> StainAugment:
@@ -91,6 +95,20 @@ def stain_jitter(x: torch.Tensor, aug: StainAugment, gen: torch.Generator) -> to
     out = torch.pow(10.0, -od2)
     bright = 1 + aug.brightness * (2 * torch.rand(b, 1, 1, 1, generator=gen).to(x.device) - 1)
     return (out * bright).clamp(0, 1)
+
+
+def half_resolution(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] as a scan at half the resolution, upsampled back to (H, W).
+
+    2 × 2 area average (what a 20× scan holds of a 40× field, optics aside), then bilinear
+    upsampling (PIL's ``BILINEAR``, which ``wsi.tiling`` uses to bring a 0.5 µm/px read to a
+    0.25 µm/px model). Nuclear texture that tells a fibroblast from a condensed figure at 40×
+    is lost the way it is lost on a real 20× slide.
+    """
+    small = torch.nn.functional.avg_pool2d(x, 2, ceil_mode=True)
+    return torch.nn.functional.interpolate(
+        small, size=x.shape[-2:], mode="bilinear", align_corners=False
+    ).clamp(0, 1)
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
@@ -159,6 +177,10 @@ def jpeg_recompress(x: torch.Tensor, quality: int) -> torch.Tensor:
 def augment_batch(images: torch.Tensor, aug: StainAugment, gen: torch.Generator) -> torch.Tensor:
     """Stain-jitter, blur and noise a (B, H, W, 3) uint8 batch; returns (B, 3, H, W) in [0, 1]."""
     x = images.permute(0, 3, 1, 2).float() / 255.0
+    if aug.lowres_p > 0:
+        pick = torch.rand(x.shape[0], generator=gen) < aug.lowres_p
+        if pick.any():
+            x[pick] = half_resolution(x[pick])
     x = stain_jitter(x, aug, gen)
     x = colour_jitter(x, aug, gen)
     if aug.blur_p > 0:

@@ -255,6 +255,69 @@ def real_negatives(
     return c
 
 
+#: Real 20× tissue sets whose detector candidates serve as negatives: key → (source folder,
+#: project labels taken, name in the figures). Sarcomas hold some mitoses among thousands of
+#: candidates (label noise in training; in validation an upper bound of false calls).
+TISSUE_20X = {
+    "thyroid": ("thyhister_thyroid", ("non_tumour", "tumour"), "thyhister"),
+    "sarcoma": ("sarcoma_sts_foersch", ("spindle", "pleomorphic"), "sarcoma"),
+}
+
+
+@torch.no_grad()
+def tissue_20x_negatives(
+    shared: Path,
+    det: MitosisTileDetector,
+    split: str,
+    sets: tuple[str, ...] = ("thyroid",),
+    tile_px: int = 512,
+) -> Crops:
+    """The detector's candidates on real tissue scanned at about 0.5 µm/px (20×), as negatives.
+
+    Benign and papillary thyroid (ThyHisTer) and spindle-cell / pleomorphic sarcoma tiles
+    (Foersch) are brought to the classifier's 0.25 µm/px with bilinear upsampling, as the slide
+    reader does, and searched for candidates in ``tile_px`` tiles as the analysis does: real
+    tissue seen the way a 20× slide is seen. Split by patient / slide with
+    :func:`models.training.real_tissue.fold_of`: fold 0 validates, fold 1 (three times the
+    benign thyroid candidates) trains. Sources are ``thyhister/<label>-20x`` and
+    ``sarcoma/<label>-20x``.
+    """
+    from models.training.real_tissue import fold_of, list_real_tissue, resampled
+
+    want = 0 if split == "val" else 1
+    parts = []
+    for im in list_real_tissue(shared / "real" / "tissue"):
+        hit = [TISSUE_20X[k] for k in sets if TISSUE_20X[k][0] == im.source]
+        if not hit or im.label not in hit[0][1] or fold_of(im) != want:
+            continue
+        rgb = resampled(im, MPP).copy()
+        pts_all = []
+        for r0 in range(0, rgb.shape[0], tile_px):
+            for c0 in range(0, rgb.shape[1], tile_px):
+                tile = rgb[r0 : r0 + tile_px, c0 : c0 + tile_px]
+                x = normalise(
+                    torch.from_numpy(tile).permute(2, 0, 1)[None].float() / 255.0, MEAN, STD
+                )
+                cand, val = det.candidates(x)
+                keep = (val[0] >= 0).numpy()
+                pts_all.append(cand[0].numpy()[keep].astype(np.float64) + np.array([r0, c0]))
+        pts = np.concatenate(pts_all)
+        if len(pts):
+            parts.append(
+                Crops.make(
+                    crops_at(rgb, pts),
+                    np.zeros(len(pts), np.int64),
+                    f"{hit[0][2]}/{im.label}-20x",
+                    [f"{hit[0][2]}/{im.group}"] * len(pts),
+                )
+            )
+    if not parts:
+        return Crops.make(
+            np.zeros((0, STORE_PX, STORE_PX, 3), np.uint8), np.zeros(0, np.int64), "", []
+        )
+    return Crops.concat(*parts)
+
+
 # --- synthetic --------------------------------------------------------------------------------
 
 

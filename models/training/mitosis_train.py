@@ -5,10 +5,12 @@
 Every batch mixes four pools (see :mod:`models.training.mitosis_data`): synthetic centred crops
 (figures, tripolar figures, look-alikes), synthetic detector candidates, real AMi-Br mitoses of
 the training slides (typical / atypical, class-balanced) and real non-mitotic nuclei and
-candidates from the training images of CoNSeP, MoNuSAC and NuCLS. Real-H&E stain augmentation
-(``StainAugment.real()``) on all of them, flips/rotations, ±2 µm centring jitter. Validation is
-by slide (AMi-Br: a stable 30 % of slides), by the cell sets' own splits, and on the external
-AtNorM-Br set; ``choose_min_score`` picks the operating point from those validation figures.
+candidates from the training images of CoNSeP, MoNuSAC and NuCLS, and candidates on benign
+thyroid scanned at 20× (ThyHisTer). Real-H&E stain augmentation (``StainAugment.real()``) on all
+of them, a third of them seen as a 20× slide shows them (``lowres_p``), flips/rotations, ±2 µm
+centring jitter. Validation, at 40× and as 20× slides show the same crops, is by slide (AMi-Br:
+a stable 30 % of slides), by the cell sets' own splits, on benign thyroid by slide, and on the
+external AtNorM-Br set; ``choose_min_score`` picks the operating point from those figures.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shlex
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from models.cells.mitosis_net import CROP_PX, MEAN, STD, MitosisTileDetector
-from models.training.augment import StainAugment, augment_batch, geometric, normalise
+from models.training.augment import (
+    StainAugment,
+    augment_batch,
+    geometric,
+    half_resolution,
+    normalise,
+)
 from models.training.loop import TrainLog, seed_everything, train_steps
 from models.training.metrics import balanced_accuracy, confusion
 from models.training.mitosis_data import (
@@ -37,6 +46,7 @@ from models.training.mitosis_data import (
     real_negatives,
     synthetic_centred,
     synthetic_mined,
+    tissue_20x_negatives,
     window,
 )
 from wsi.taxonomy import MITOSIS_CLASSES
@@ -45,7 +55,20 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
 VAL_FRACTION = 0.3
 #: Crops of each pool in a batch of 64 (scaled for other batch sizes).
-MIX = {"synth_centred": 12, "synth_mined": 16, "real_mitoses": 18, "real_negatives": 18}
+MIX = {
+    "synth_centred": 12,
+    "synth_mined": 14,
+    "real_mitoses": 18,
+    "real_negatives": 12,
+    "real_benign": 8,
+}
+#: Pools drawn uniformly (all negatives); the others are drawn class-balanced.
+UNIFORM = frozenset({"real_negatives", "real_benign"})
+#: Share of training crops seen as a 20× slide shows them (``StainAugment.lowres_p``): the
+#: service counts mitoses on slides up to 0.5 µm/px, upsampled to the model's 0.25 µm/px.
+LOWRES_P = 0.35
+#: Validation sets also scored as 20× slides show them (name + ``@20x``).
+VAL_20X = ("val_ami_br", "val_atnorm_br", "val_nuclei", "val_candidates")
 
 
 def build_pools(
@@ -72,6 +95,14 @@ def build_pools(
             "neg-val-nuclei", lambda: real_negatives(SHARED, det, "val", candidates=False)
         ),
         "val_candidates": cached("neg-val", lambda: real_negatives(SHARED, det, "val")),
+        "real_benign": cached(
+            "tissue20x-train",
+            lambda: tissue_20x_negatives(SHARED, det, "train", ("thyroid", "sarcoma")),
+        ),
+        "val_benign": cached("thyroid20x-val", lambda: tissue_20x_negatives(SHARED, det, "val")),
+        "val_sarcoma": cached(
+            "sarcoma20x-val", lambda: tissue_20x_negatives(SHARED, det, "val", ("sarcoma",))
+        ),
         "synth_centred": cached(
             f"synth-centred-{seed}-{n_centred}", lambda: synthetic_centred(n_centred, seed)
         ),
@@ -105,7 +136,7 @@ def batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless augmented batches mixing the pools in :data:`MIX` proportions."""
     rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=gen)))
-    aug = StainAugment.real()
+    aug = replace(StainAugment.real(), lowres_p=LOWRES_P)
     jitter = (pools["synth_centred"].images.shape[1] - CROP_PX) // 2
     scale = batch / sum(MIX.values())
     while True:
@@ -114,9 +145,7 @@ def batches(
             pool = pools[name]
             n = max(1, round(k * scale))
             idx = (
-                _balanced(rng, pool.labels, n)
-                if name != "real_negatives"
-                else rng.integers(0, len(pool), n)
+                rng.integers(0, len(pool), n) if name in UNIFORM else _balanced(rng, pool.labels, n)
             )
             off = rng.integers(-jitter, jitter + 1, size=(n, 2))
             imgs.append(window(pool.images[idx], CROP_PX, off))
@@ -130,8 +159,9 @@ def batches(
 
 
 @torch.inference_mode()
-def predict(det: MitosisTileDetector, crops: Crops) -> np.ndarray:
-    """Softmax of the classifier on the centred 64 px windows of ``crops``."""
+def predict(det: MitosisTileDetector, crops: Crops, *, half: bool = False) -> np.ndarray:
+    """Softmax of the classifier on the centred 64 px windows of ``crops``; ``half``: as a 20×
+    slide shows them (:func:`models.training.augment.half_resolution`)."""
     det.eval()
     out = []
     for s in range(0, len(crops), 512):
@@ -139,6 +169,8 @@ def predict(det: MitosisTileDetector, crops: Crops) -> np.ndarray:
             torch.from_numpy(window(crops.images[s : s + 512], CROP_PX)).permute(0, 3, 1, 2).float()
             / 255.0
         )
+        if half:
+            x = half_resolution(x)
         out.append(
             det.classify(
                 normalise(x, MEAN, STD).contiguous(memory_format=torch.channels_last)
@@ -154,9 +186,19 @@ def validation(det: MitosisTileDetector, pools: dict[str, Crops]) -> dict[str, A
     """Validation figures per set and source: mitoses called, typical vs atypical, negatives
     called."""
     out: dict[str, Any] = {}
-    for name in ("val_ami_br", "val_atnorm_br", "val_nuclei", "val_candidates", "val_synth"):
-        c = pools[name]
-        p = predict(det, c)
+    names = [
+        "val_ami_br",
+        "val_atnorm_br",
+        "val_nuclei",
+        "val_candidates",
+        "val_benign",
+        "val_sarcoma",
+        "val_synth",
+        *(f"{n}@20x" for n in VAL_20X),
+    ]
+    for name in names:
+        c = pools[name.removesuffix("@20x")]
+        p = predict(det, c, half=name.endswith("@20x"))
         p_mit = 1 - p[:, 0]
         row: dict[str, Any] = {"n": len(c)}
         for src in sorted(set(c.sources.tolist())):
@@ -195,8 +237,20 @@ def choose_min_score(val: dict[str, Any], max_negative_rate: float = 0.01) -> di
     Lower thresholds find more real mitoses; the limit is the issue's 1 % of real non-mitotic
     nuclei, pooled over the sources (each source's own rate is reported beside it: a small source
     such as NuCLS, 186 validation nuclei, weighs by its size), for both the labelled nucleus
-    centres and the detector's candidates.
+    centres and the detector's candidates, at 40× and as 20× slides show them, and for the
+    candidates on benign thyroid scanned at 20×.
     """
+    neg_sets = [
+        n
+        for n in (
+            "val_nuclei",
+            "val_candidates",
+            "val_benign",
+            "val_nuclei@20x",
+            "val_candidates@20x",
+        )
+        if n in val
+    ]
 
     def pooled(name: str, t: float) -> float:
         rows = [r for r in val[name].values() if isinstance(r, dict) and "negatives" in r]
@@ -206,22 +260,20 @@ def choose_min_score(val: dict[str, Any], max_negative_rate: float = 0.01) -> di
 
     chosen = THRESHOLDS[-1]
     for t in THRESHOLDS:
-        if max(pooled("val_nuclei", t), pooled("val_candidates", t)) <= max_negative_rate:
+        if max(pooled(n, t) for n in neg_sets) <= max_negative_rate:
             chosen = t
             break
     called = {
-        src: r["called_at"][f"{chosen}"]
-        for name in ("val_ami_br", "val_atnorm_br")
+        src + ("@20x" if name.endswith("@20x") else ""): r["called_at"][f"{chosen}"]
+        for name in ("val_ami_br", "val_atnorm_br", "val_ami_br@20x", "val_atnorm_br@20x")
+        if name in val
         for src, r in val[name].items()
         if isinstance(r, dict) and "called_at" in r
     }
     return {
         "min_score": chosen,
         "real_mitoses_called": called,
-        "negatives_called_pooled": {
-            "nuclei": round(pooled("val_nuclei", chosen), 5),
-            "candidates": round(pooled("val_candidates", chosen), 5),
-        },
+        "negatives_called_pooled": {n: round(pooled(n, chosen), 5) for n in neg_sets},
         "max_negative_rate": max_negative_rate,
     }
 
@@ -259,6 +311,12 @@ TRAINING_SETS = [
         "role": "real non-mitotic nuclei (labelled centres) and the detector's candidates on the "
         "same images as negatives; CoNSeP/NuCLS train folders train, test folders validate; "
         "MoNuSAC by patient",
+    },
+    {
+        "name": "ThyHisTer (beatttt/ThyHisTer; benign thyroid patches, about 0.5 µm/px)",
+        "licence": "none stated",
+        "role": "the detector's candidates on benign thyroid scanned at about 20× as negatives "
+        "(real benign tissue as a 20× slide shows it); slides of fold 1 train, fold 0 validate",
     },
     {
         "name": "AtNorM-Br (DeepMicroscopy/AMi-Br_Benchmark; TCGA breast)",

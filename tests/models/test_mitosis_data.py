@@ -63,3 +63,35 @@ def test_real_loaders_split_by_slide_and_deduplicate() -> None:
         np.zeros((0, STORE_PX, STORE_PX, 3), np.uint8), np.zeros(0, np.int64), "x", []
     )
     assert candidate_recall(MitosisTileDetector(), empty) == {}
+
+
+def test_half_resolution_keeps_flat_areas_and_loses_fine_texture() -> None:
+    import torch
+
+    from models.training.augment import half_resolution
+
+    flat = torch.full((2, 3, 64, 64), 0.6)
+    torch.testing.assert_close(half_resolution(flat), flat)
+    checker = (torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2  # 1-px texture
+    x = checker.float().expand(1, 3, 64, 64).clone()
+    y = half_resolution(x)
+    assert y.shape == x.shape
+    assert float(y.std()) < 0.05 < float(x.std())  # what a 20× scan cannot resolve is gone
+    bars = (torch.arange(64)[None, :] // 8 % 2).float().expand(1, 3, 64, 64).clone()
+    assert float((half_resolution(bars) - bars).abs().mean()) < 0.1  # 2 µm structure stays
+
+
+@pytest.mark.slow
+@needs_shared
+def test_tissue_20x_negatives_split_by_slide() -> None:
+    from models.training.mitosis_data import tissue_20x_negatives
+
+    det = MitosisTileDetector()
+    train = tissue_20x_negatives(SHARED, det, "train")
+    val = tissue_20x_negatives(SHARED, det, "val")
+    assert len(train) > 300 and len(val) > 300
+    assert set(np.unique(train.labels)) == {0} and set(np.unique(val.labels)) == {0}
+    assert not set(train.groups) & set(val.groups)  # no slide on both sides
+    assert train.images.shape[1:] == (STORE_PX, STORE_PX, 3)
+    assert set(train.sources) == {"thyhister/non_tumour-20x"}  # the papillary slide is fold 0
+    assert set(val.sources) == {"thyhister/non_tumour-20x", "thyhister/tumour-20x"}
