@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pydicom
 
 from workers.errors import (
     NotASlideError,
@@ -29,6 +30,7 @@ from workers.errors import (
     SeriesNotFoundError,
     StowRejectedError,
 )
+from workers.multipart import parse_multipart, write_multipart
 from workers.pacs_settings import ArchiveSettings, PacsSettings
 
 log = logging.getLogger(__name__)
@@ -243,10 +245,8 @@ class DicomWebClient:
         def call() -> bytes:
             r = self.http.get(path, headers={"Accept": accept})
             self._check(r, "WADO-RS frame")
-            chunks: list[bytes] = []
-            sink = _MemorySink(chunks)
-            _parse_multipart(r.headers.get("content-type", ""), iter([r.content]), sink)
-            return chunks[0] if chunks else b""
+            parts = parse_multipart(r.headers.get("content-type", ""), iter([r.content]))
+            return parts[0] if parts else b""
 
         return self._retrying("WADO-RS frame", call)
 
@@ -285,6 +285,29 @@ class DicomWebClient:
                 f"STOW-RS refused {len(failed) or len(files)} of {len(files)} object(s) "
                 f"(HTTP {r.status_code}): {detail}; the files stay in the job's dicom/ folder",
             )
+        self._verify_stored(files)
+
+    def _verify_stored(self, files: Sequence[Path]) -> None:
+        """Check with QIDO-RS that the archive holds every stored instance.
+
+        An archive policy may drop an instance and still acknowledge it (Orthanc 1.10 with the
+        DICOMweb plugin 1.7 lists a Lua-filtered instance as stored): without this check the
+        results would be lost silently.
+        """
+        missing = []
+        for f in files:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+            uid = str(ds.SOPInstanceUID)
+            found = self._get_json("/instances", {"SOPInstanceUID": uid}, "QIDO-RS check")
+            if not found:
+                missing.append(f"{f.name} ({uid})")
+        if missing:
+            raise StowRejectedError(
+                self.archive.name,
+                f"STOW-RS acknowledged {len(files)} object(s) but the archive does not hold "
+                f"{len(missing)}: {', '.join(missing)} (dropped by an archive policy?); the "
+                "files stay in the job's dicom/ folder",
+            )
 
 
 def _date_tag(keyword: str) -> str:
@@ -304,96 +327,3 @@ def _failed_sops(r: httpx.Response) -> list[str]:
         reason = _value(item, _TAG_REASON)
         out.append(f"{_value(item, _TAG_SOP_UID)} (failure reason {reason})")
     return out
-
-
-class _FileSink:
-    """Writes each multipart part into ``folder/instance-NNNNN.dcm``."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.count = folder, 0
-        self.fh: Any = None
-
-    def start(self) -> None:
-        self.count += 1
-        self.fh = open(self.folder / f"instance-{self.count:05d}.dcm", "wb")  # noqa: SIM115
-
-    def write(self, data: bytes) -> None:
-        self.fh.write(data)
-
-    def end(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        self.fh = None
-
-
-class _MemorySink:
-    def __init__(self, parts: list[bytes]) -> None:
-        self.parts = parts
-
-    def start(self) -> None:
-        self.parts.append(b"")
-
-    def write(self, data: bytes) -> None:
-        self.parts[-1] += data
-
-    def end(self) -> None:
-        pass
-
-
-def write_multipart(content_type: str, chunks: Iterator[bytes], folder: Path) -> int:
-    """Write each part of a ``multipart/related`` stream to its own file; return the count.
-
-    Raises:
-        ValueError: no boundary in ``content_type``, or the stream ends inside a part.
-    """
-    sink = _FileSink(folder)
-    try:
-        _parse_multipart(content_type, chunks, sink)
-    finally:
-        if sink.fh is not None:
-            sink.fh.close()
-    return sink.count
-
-
-def _boundary(content_type: str) -> bytes:
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.strip().partition("=")
-        if key.lower() == "boundary":
-            return value.strip('"').encode()
-    raise ValueError(f"no multipart boundary in Content-Type {content_type!r}")
-
-
-def _parse_multipart(content_type: str, chunks: Iterator[bytes], sink: Any) -> None:
-    """Feed the parts' bodies to ``sink`` holding at most one chunk plus a boundary in memory."""
-    delim = b"\r\n--" + _boundary(content_type)
-    buf, state = b"\r\n", "preamble"  # the leading CRLF makes the first delimiter like the rest
-    for chunk in chunks:
-        buf += chunk
-        while True:
-            if state in ("preamble", "body"):
-                idx = buf.find(delim)
-                if idx < 0:
-                    keep = len(delim) - 1
-                    if state == "body" and len(buf) > keep:
-                        sink.write(buf[: len(buf) - keep])
-                        buf = buf[len(buf) - keep :]
-                    break
-                if state == "body":
-                    sink.write(buf[:idx])
-                    sink.end()
-                buf, state = buf[idx + len(delim) :], "after"
-            elif state == "after":
-                if len(buf) < 2:
-                    break
-                if buf.startswith(b"--"):
-                    return
-                state = "headers"
-            else:  # headers
-                idx = buf.find(b"\r\n\r\n")
-                if idx < 0:
-                    break
-                buf, state = buf[idx + 4 :], "body"
-                sink.start()
-    if state != "after":
-        raise ValueError(f"the multipart stream ended inside a part (state {state})")
