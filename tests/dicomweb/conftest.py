@@ -61,11 +61,16 @@ def cmu1_files() -> list[Path]:
 def make_ctx(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., ServiceContext]]:
-    """``make(base_url, password=..., **pacs) -> ServiceContext`` with one archive ``orthanc``."""
+    """``make(base_url, password=, archive=, settings=, **pacs) -> ServiceContext``: one archive
+    ``orthanc`` (``archive`` adds fields), top-level ``settings`` and ``pacs`` fields overridden."""
     made: list[ServiceContext] = []
 
     def make(
-        base_url: str, password: str = PASSWORD, archive: dict[str, Any] | None = None, **pacs: Any
+        base_url: str,
+        password: str = PASSWORD,
+        archive: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+        **pacs: Any,
     ) -> ServiceContext:
         monkeypatch.setenv(PASSWORD_ENV, password)
         root = tmp_path / f"svc{len(made)}"
@@ -75,6 +80,7 @@ def make_ctx(
             "service": {"output_root": str(root / "out"), "slide_roots": [str(root)]},
             "pacs": {"archives": [entry], "retries": 2, "backoff_s": 0.05, **pacs},
             "engine": {"num_workers": 0},
+            **(settings or {}),
         }
         ctx = build_context(load_settings(environ={}, overrides=overrides))
         made.append(ctx)

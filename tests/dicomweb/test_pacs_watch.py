@@ -1,0 +1,109 @@
+"""Discovery against a real Orthanc: a half-stored series waits, a complete one is submitted once
+(across polls, a restarted watcher, the API path), a non-slide series is recorded, 401 is typed;
+and the series cache stays within its size."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.dicomweb.conftest import write_instance
+from tests.orthanc_server import Orthanc
+from workers.errors import PacsAuthError
+from workers.jobs import ServiceContext
+from workers.pacs import PacsWatcher, state_file, submit_series
+from workers.pacs_cache import PACS_SOURCE, SeriesRef, ensure_series, evict, series_ref
+
+pytestmark = pytest.mark.integration
+
+
+def _watcher(ctx: ServiceContext, sent: list[str]) -> PacsWatcher:
+    return PacsWatcher(ctx, ctx.settings.pacs.archives[0], sent.append)
+
+
+def test_half_stored_series_waits_then_is_submitted_once(
+    orthanc: Orthanc, cmu1_files: list[Path], make_ctx: Callable[..., ServiceContext]
+) -> None:
+    ctx = make_ctx(orthanc.dicomweb)
+    sent: list[str] = []
+    watcher = _watcher(ctx, sent)
+    arrivals = [cmu1_files[:5], cmu1_files[5:9], cmu1_files[9:]]
+    for batch in arrivals:  # the scanner is still storing: the count changes between polls
+        orthanc.upload(batch)
+        assert watcher.poll_once() == []
+    assert sent == [] and sum(ctx.store.counts().values()) == 0
+    submitted = watcher.poll_once()  # unchanged over two polls: complete
+    assert len(submitted) == 1 and sent == submitted
+    for _ in range(2):
+        assert watcher.poll_once() == []
+    again = _watcher(ctx, sent)  # a restarted watcher reads its state
+    assert again.poll_once() == [] and len(sent) == 1
+    job = ctx.store.get_job(sent[0])
+    assert job.source == PACS_SOURCE and job.fingerprint.startswith("dicom-series:")
+    ref = series_ref(ctx, Path(job.slide_path))
+    sub = submit_series(ctx, ref.series_uid, sent.append)  # the API / CLI path: same key
+    assert not sub.created and sub.job.id == job.id and len(sent) == 1
+    state = json.loads(state_file(ctx, "orthanc").read_text())
+    entry = state["series"][ref.series_uid]
+    assert entry["status"] == "submitted" and entry["instances"] == len(cmu1_files)
+    folder = ensure_series(ctx, ref)  # what the worker does before analysing
+    assert sorted(p.name for p in folder.glob("*.dcm")) != [] and folder == Path(job.slide_path)
+
+
+def test_non_slide_series_is_recorded_and_never_submitted(
+    orthanc: Orthanc, make_ctx: Callable[..., ServiceContext], tmp_path: Path
+) -> None:
+    orthanc.upload([write_instance(tmp_path / "sc.dcm", modality="SM")])
+    ctx = make_ctx(orthanc.dicomweb)
+    sent: list[str] = []
+    watcher = _watcher(ctx, sent)
+    for _ in range(4):
+        watcher.poll_once()
+    assert sent == []
+    (entry,) = json.loads(state_file(ctx, "orthanc").read_text())["series"].values()
+    assert entry["status"] == "failed" and entry["reason"].startswith("pacs_not_a_slide")
+
+
+def test_wrong_credentials_stop_the_poll_with_a_typed_error(
+    orthanc: Orthanc, make_ctx: Callable[..., ServiceContext]
+) -> None:
+    ctx = make_ctx(orthanc.dicomweb, password="not-the-password")
+    with pytest.raises(PacsAuthError) as err:
+        _watcher(ctx, []).poll_once()
+    assert err.value.code == "pacs_unauthorized" and "password_env" in err.value.message
+
+
+def test_cache_evicts_least_recently_used_series(
+    orthanc: Orthanc, cmu1_files: list[Path], make_ctx: Callable[..., ServiceContext]
+) -> None:
+    orthanc.upload(cmu1_files)
+    ctx = make_ctx(orthanc.dicomweb)
+    sub = submit_series(ctx, _only_series(ctx), [].append)
+    ref = series_ref(ctx, Path(sub.job.slide_path))
+    t0 = time.monotonic()
+    folder = ensure_series(ctx, ref)
+    retrieve_s = time.monotonic() - t0
+    size = sum(f.stat().st_size for f in folder.glob("*.dcm"))
+    assert ensure_series(ctx, ref) == folder  # a hit: nothing retrieved
+    old = folder.parent / "1.2.3.old"  # an older cached series, used long ago
+    old.mkdir()
+    (old / "a.dcm").write_bytes(b"x" * 1000)
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert evict(folder.parents[2], max_bytes=size + 10, keep=folder) == [old]
+    assert folder.is_dir() and not old.exists()
+    assert evict(folder.parents[2], max_bytes=1, keep=folder) == []  # never the one in use
+    assert retrieve_s < 5.0
+    assert SeriesRef(ref.archive, ref.study_uid, ref.series_uid) == ref
+
+
+def _only_series(ctx: ServiceContext) -> str:
+    from workers.dicomweb import DicomWebClient
+
+    with DicomWebClient(ctx.settings.pacs.archives[0], ctx.settings.pacs) as client:
+        (info,) = client.search_series({"Modality": "SM"})
+    return info.series_uid
