@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.dicomweb import DicomWebClient, SeriesInfo
-from workers.errors import NotASlideError, PacsError
+from workers.errors import NotASlideError, PacsError, SeriesNotFoundError
 from workers.jobs import Sender, ServiceContext, Submission, submit_slide
 from workers.pacs_cache import PACS_SOURCE, SeriesRef, series_path
 from workers.pacs_settings import ArchiveSettings
@@ -31,6 +31,11 @@ from workers.store import FAILED, SUCCEEDED
 from wsi.io import atomic_write_json
 
 log = logging.getLogger(__name__)
+
+#: Job reason codes of a transient archive failure: the watcher submits the series again.
+TRANSIENT_CODES = frozenset({"pacs_unreachable"})
+#: Resubmissions of one series after transient failures.
+MAX_RESUBMITS = 3
 
 
 def series_fingerprint(series_uid: str) -> str:
@@ -81,6 +86,7 @@ class SeriesEntry:
     status: str = "pending"  # pending | submitted | done | failed
     job_id: str | None = None
     reason: str | None = None
+    resubmits: int = 0
     history: list[str] = field(default_factory=list)
 
 
@@ -169,7 +175,7 @@ class PacsWatcher:
             sub = submit_series(
                 self.ctx, info.series_uid, self.send, archive=self.archive.name, info=info
             )
-        except NotASlideError as exc:
+        except (NotASlideError, SeriesNotFoundError) as exc:
             entry.status, entry.reason = "failed", f"{exc.code}: {exc.message}"
             entry.history.append(f"{now} not submitted: {exc.message}")
             log.warning("%s", exc.message)
@@ -180,15 +186,23 @@ class PacsWatcher:
         return sub.job.id if sub.created else ""
 
     def _follow_jobs(self) -> None:
-        for entry in self.series.values():
+        """Record finished jobs; a job failed by a transient archive outage is submitted again
+        at the next poll (at most ``MAX_RESUBMITS`` times)."""
+        for uid, entry in self.series.items():
             if entry.status != "submitted" or entry.job_id is None:
                 continue
             job = self.ctx.store.get_job(entry.job_id)
             if job.state == SUCCEEDED:
                 entry.status = "done"
             elif job.state in (FAILED, "cancelled"):
-                entry.status = "failed"
                 entry.reason = f"job {job.id} {job.state}: {job.reason_code}: {job.reason}"
+                entry.history.append(f"{time.time():.3f} {entry.reason}")
+                if job.reason_code in TRANSIENT_CODES and entry.resubmits < MAX_RESUBMITS:
+                    entry.status, entry.resubmits = "pending", entry.resubmits + 1
+                    entry.stable = self.ctx.settings.pacs.stable_polls - 1  # next poll submits
+                    log.warning("series %s: %s; submitting again next poll", uid, entry.reason)
+                else:
+                    entry.status = "failed"
 
     def run(self, stop: threading.Event | None = None, max_polls: int | None = None) -> None:
         """Poll every ``pacs.poll_s`` until ``stop`` is set; a failed poll is logged and retried."""

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from tests.dicomweb.conftest import write_instance
-from tests.orthanc_server import Orthanc
-from workers.errors import PacsAuthError
+from tests.orthanc_server import Orthanc, start_orthanc
+from workers.errors import PacsAuthError, PacsUnreachableError
 from workers.jobs import ServiceContext
 from workers.pacs import PacsWatcher, state_file, submit_series
 from workers.pacs_cache import PACS_SOURCE, SeriesRef, ensure_series, evict, series_ref
+from workers.tasks import run_job
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +108,30 @@ def _only_series(ctx: ServiceContext) -> str:
     with DicomWebClient(ctx.settings.pacs.archives[0], ctx.settings.pacs) as client:
         (info,) = client.search_series({"Modality": "SM"})
     return info.series_uid
+
+
+def test_a_job_failed_by_an_outage_is_submitted_again(
+    orthanc: Orthanc, cmu1_files: list[Path], make_ctx: Callable[..., ServiceContext]
+) -> None:
+    """The archive goes down before the worker retrieves the series (job: pacs_unreachable);
+    once it is back, the next poll submits the series again, once."""
+    orthanc.upload(cmu1_files)
+    ctx = make_ctx(orthanc.dicomweb)
+    sent: list[str] = []
+    watcher = _watcher(ctx, sent)
+    watcher.poll_once()
+    (first,) = watcher.poll_once()
+    orthanc.stop()
+    run_job(ctx, first)  # the worker: retrieval fails after the retries
+    assert ctx.store.get_job(first).reason_code == "pacs_unreachable"
+    with pytest.raises(PacsUnreachableError):
+        watcher.poll_once()  # the poll itself fails too; the state is kept
+    back = start_orthanc(orthanc.folder, http_port=orthanc.http_port)  # same storage
+    try:
+        assert watcher.poll_once() == []  # sees the failure, schedules a resubmission
+        (second,) = watcher.poll_once()
+        assert second != first and watcher.poll_once() == []
+        uid = next(iter(watcher.series))
+        assert watcher.series[uid].resubmits == 1 and sent == [first, second]
+    finally:
+        back.stop()
