@@ -7,8 +7,10 @@ the Debian package, HTTP basic authentication on (user ``atc``), optionally a Lu
 
 from __future__ import annotations
 
+import ctypes
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -81,6 +83,12 @@ class Orthanc:
             self.proc.wait(10)
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGKILL it when the test process dies (no orphan servers)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def start_orthanc(
     folder: Path, lua: str | None = None, timeout_s: float = 30.0, http_port: int | None = None
 ) -> Orthanc:
@@ -119,7 +127,10 @@ def start_orthanc(
     (folder / "orthanc.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
     log = open(folder / "orthanc.log", "wb")  # noqa: SIM115  (closed when Orthanc exits)
     proc = subprocess.Popen(
-        [ORTHANC, "--no-jobs", str(folder / "orthanc.json")], stdout=log, stderr=log
+        [ORTHANC, "--no-jobs", str(folder / "orthanc.json")],
+        stdout=log,
+        stderr=log,
+        preexec_fn=_die_with_parent,
     )
     server = Orthanc(http_port, dicom_port, folder, proc)
     deadline = time.monotonic() + timeout_s
