@@ -8,6 +8,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from tests.dicomweb.conftest import write_instance
 from tests.orthanc_server import Orthanc, start_orthanc
 from workers.errors import PacsAuthError, PacsUnreachableError
 from workers.jobs import ServiceContext
-from workers.pacs import PacsWatcher, state_file, submit_series
+from workers.pacs import PacsWatcher, poll_archives, state_file, submit_series
 from workers.pacs_cache import PACS_SOURCE, SeriesRef, ensure_series, evict, series_ref
 from workers.tasks import run_job
 
@@ -135,3 +136,22 @@ def test_a_job_failed_by_an_outage_is_submitted_again(
         assert watcher.series[uid].resubmits == 1 and sent == [first, second]
     finally:
         back.stop()
+
+
+def test_beat_task_polls_every_archive_and_reports_failures(
+    orthanc: Orthanc, cmu1_files: list[Path], make_ctx: Callable[..., ServiceContext]
+) -> None:
+    """``poll_archives`` (what the beat task ``atc.poll_pacs`` runs): one archive down does not
+    stop the others."""
+    orthanc.upload(cmu1_files)
+    ctx = make_ctx(orthanc.dicomweb)
+    good = ctx.settings.pacs.archives[0]
+    down = good.model_copy(update={"name": "down", "base_url": "http://127.0.0.1:9/dicom-web"})
+    pacs = ctx.settings.pacs.model_copy(update={"archives": (down, good), "retries": 0})
+    both = replace(ctx, settings=ctx.settings.model_copy(update={"pacs": pacs}))
+    sent: list[str] = []
+    first = poll_archives(both, sent.append)  # first sight of the series
+    assert first["orthanc"] == [] and str(first["down"]).startswith("pacs_unreachable")
+    third = poll_archives(both, sent.append)  # stable: submitted
+    assert str(third["down"]).startswith("pacs_unreachable") and third["orthanc"] == sent
+    assert len(sent) == 1
