@@ -224,6 +224,12 @@ def _l0_spacing_mm(source: pydicom.Dataset) -> tuple[float, float]:
     return float(pm.PixelSpacing[0]), float(pm.PixelSpacing[1])
 
 
+def _tile_size(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Frames no larger than the map (rounded up to 16 px, at most 512): a 7 × 5 pattern map is
+    one small frame per segment, not one 500 × 500 frame of the slide's own tiling."""
+    return (min(512, -(-shape[0] // 16) * 16), min(512, -(-shape[1] // 16) * 16))
+
+
 def build_segmentation(
     labels: NDArray[np.uint8],
     l0_per_px: float,
@@ -297,6 +303,7 @@ def build_segmentation(
             )
         ],
         tile_pixel_array=True,
+        tile_size=_tile_size(labels.shape),
         omit_empty_frames=False,
         content_label=name.upper().replace("-", "_")[:16],
     )

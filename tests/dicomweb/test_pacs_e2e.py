@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import highdicom as hd
+import numpy as np
 import pydicom
 import pytest
 
@@ -84,10 +85,17 @@ def test_series_in_orthanc_to_results_in_orthanc(
     assert ref.SeriesInstanceUID == source.SeriesInstanceUID
     assert ann.StudyInstanceUID == source.StudyInstanceUID
 
+    maps = np.load(Path(job.out_dir) / "tiles.npz")
+    necrosis_mask = maps["map__necrosis"] >= report["necrosis"]["threshold"]
     for info in found["SEG"]:
         seg = hd.seg.Segmentation.from_dataset(_read_back(ctx, info, tmp_path / info.series_uid))
         assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
-        assert seg.number_of_segments in (1, 5)
+        matrix = seg.get_total_pixel_matrix(combine_segments=True)
+        if seg.number_of_segments == 1:  # necrosis: the thresholded map, pixel for pixel
+            assert np.array_equal(matrix > 0, necrosis_mask)
+        else:  # patterns: one pixel per pattern tile
+            assert seg.number_of_segments == 5
+            assert matrix.shape == maps["map__pattern_spindle"].shape
     sr = hd.sr.srread(_sr_path(ctx, found["SR"][0], tmp_path / "sr"))
     values = _sr_numbers(sr)
     assert values["Mitoses"] == mit["count_total"]
