@@ -7,9 +7,9 @@ Frame of Reference, so a DICOMweb viewer overlays them on the slide:
   (typical / atypical / tripolar), macrophages (points, with the detector's score), necrosis
   (polygons, with their area in µm²);
 * ``segmentation-pattern.dcm`` and ``segmentation-necrosis.dcm``: binary Segmentations of the
-  pattern label map (one map pixel per pattern tile, 224 µm) and of the necrosis map (4 µm), at
-  the maps' own resolution (see ``docs/dicom.md``: a level-0 Segmentation would be 10⁴–10⁵ times
-  larger and hold no more information);
+  pattern label map (one map pixel per pattern tile, 224 µm) and of the necrosis mask the report's
+  area is counted on (4 µm), at the maps' own resolution (see
+  ``docs/dicom.md``: a level-0 Segmentation would be 10⁴–10⁵ times larger and hold no more);
 * ``report-sr.dcm``: the report's numbers as a Comprehensive SR (``workers.dicom_sr``).
 
 Everything is in level-0 pixels of the slide's Total Pixel Matrix; codes not in SNOMED CT or DCM
@@ -317,16 +317,27 @@ def pattern_labels(maps: list[RasterMap]) -> tuple[NDArray[np.uint8], RasterMap]
     present = [m for m in stack if m is not None]
     if len(present) != len(classes):
         return None
-    probs = np.stack([m.values for m in present])
+    probs = np.nan_to_num(np.stack([m.values for m in present]), nan=0.0)  # NaN: no tile there
     labels = (np.argmax(probs, axis=0) + 1).astype(np.uint8)
     labels[probs.max(axis=0) < 0.5] = 0
     return labels, present[0]
 
 
+#: The reported necrosis mask (True = necrosis) and the level-0 pixels per mask pixel.
+NecrosisMask = tuple[NDArray[np.bool_], float]
+
+
 def build_objects(
-    outputs: SlideOutputs, report: dict[str, Any], slide: Path
+    outputs: SlideOutputs,
+    report: dict[str, Any],
+    slide: Path,
+    necrosis: NecrosisMask | None = None,
 ) -> dict[str, pydicom.Dataset]:
-    """Return the result objects by file stem (annotations, segmentation-*, report-sr)."""
+    """Return the result objects by file stem (annotations, segmentation-*, report-sr).
+
+    ``necrosis`` is the mask the report's necrosis area is counted on (gated by the pattern
+    map, specks included); without it no necrosis Segmentation is written.
+    """
     source = load_source_image(slide)
     objects: dict[str, pydicom.Dataset] = {}
     ann = build_annotations(outputs, report, source)
@@ -349,14 +360,12 @@ def build_objects(
             algorithm(report, "pattern"),
             "segmentation-pattern",
         )
-    necrosis = next((m for m in outputs.maps if m.name == "necrosis"), None)
     if necrosis is not None:
-        threshold = float(report.get("necrosis", {}).get("threshold", 0.5))
-        mask = (necrosis.values >= threshold).astype(np.uint8)
+        mask, l0_per_px = necrosis
         objects["segmentation-necrosis"] = build_segmentation(
-            mask,
-            necrosis.l0_per_px,
-            necrosis.l0_origin,
+            mask.astype(np.uint8),
+            l0_per_px,
+            (0.0, 0.0),
             [("Necrosis", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Necrosis)],
             source,
             algorithm(report, "necrosis"),
@@ -367,7 +376,11 @@ def build_objects(
 
 
 def write_dicom_results(
-    outputs: SlideOutputs, report: dict[str, Any], slide: Path, out_dir: Path
+    outputs: SlideOutputs,
+    report: dict[str, Any],
+    slide: Path,
+    out_dir: Path,
+    necrosis: NecrosisMask | None = None,
 ) -> list[Path]:
     """Write the DICOM result objects of a DICOM slide into ``out_dir`` (each file atomically).
 
@@ -376,13 +389,14 @@ def write_dicom_results(
         report: the report (as written to report.json).
         slide: the slide's series folder or any of its instances.
         out_dir: destination folder, e.g. ``<job>/dicom``.
+        necrosis: the reported necrosis mask and its level-0 pixels per mask pixel.
 
     Returns:
         The written ``.dcm`` files.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, ds in build_objects(outputs, report, resolve_slide_file(slide)).items():
+    for stem, ds in build_objects(outputs, report, resolve_slide_file(slide), necrosis).items():
         path = out_dir / f"{stem}.dcm"
         with atomic_write(path, "wb") as fh:
             ds.save_as(fh, enforce_file_format=True)

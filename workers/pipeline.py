@@ -52,13 +52,19 @@ def run_pipeline(
     if cancel is not None and cancel():  # the last point before writing: nothing half-written
         raise AnalysisCancelled("analysis cancelled before its outputs were written")
     if settings.pacs.write_dicom and resolve_slide_file(slide_path).suffix.lower() == ".dcm":
-        write_dicom_outputs(result.outputs, result.report, slide_path, out_dir / "dicom")
+        necrosis = result.analyses.get("necrosis")
+        mask = (necrosis.data["mask"], float(necrosis.data["l0_per_px"])) if necrosis else None
+        write_dicom_outputs(result.outputs, result.report, slide_path, out_dir / "dicom", mask)
     write_outputs(result.outputs, out_dir, slide_path, settings=settings.outputs)
     return result.report
 
 
 def write_dicom_outputs(
-    outputs: SlideOutputs, report: dict[str, Any], slide_path: Path, dicom_dir: Path
+    outputs: SlideOutputs,
+    report: dict[str, Any],
+    slide_path: Path,
+    dicom_dir: Path,
+    necrosis: tuple[Any, float] | None = None,
 ) -> list[Path]:
     """Write the DICOM result objects of a DICOM slide (``workers.dicom_results``).
 
@@ -68,7 +74,7 @@ def write_dicom_outputs(
     from workers.dicom_results import write_dicom_results
 
     try:
-        return write_dicom_results(outputs, report, slide_path, dicom_dir)
+        return write_dicom_results(outputs, report, slide_path, dicom_dir, necrosis)
     except (ValueError, AttributeError, TypeError) as exc:
         raise DicomResultError(
             f"cannot write DICOM results for {slide_path}: {type(exc).__name__}: {exc}; set "

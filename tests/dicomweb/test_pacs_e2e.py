@@ -86,16 +86,25 @@ def test_series_in_orthanc_to_results_in_orthanc(
     assert ann.StudyInstanceUID == source.StudyInstanceUID
 
     maps = np.load(Path(job.out_dir) / "tiles.npz")
-    necrosis_mask = maps["map__necrosis"] >= report["necrosis"]["threshold"]
+    necrosis = report["necrosis"]
     for info in found["SEG"]:
         seg = hd.seg.Segmentation.from_dataset(_read_back(ctx, info, tmp_path / info.series_uid))
         assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
         matrix = seg.get_total_pixel_matrix(combine_segments=True)
-        if seg.number_of_segments == 1:  # necrosis: the thresholded map, pixel for pixel
-            assert np.array_equal(matrix > 0, necrosis_mask)
+        if seg.number_of_segments == 1:  # necrosis: the mask the reported area is counted on
+            measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+            spacing_um = [1000 * float(v) for v in measures.PixelSpacing]
+            area_mm2 = float((matrix > 0).sum()) * spacing_um[0] * spacing_um[1] / 1e6
+            assert area_mm2 == pytest.approx(necrosis["area_mm2"], abs=1e-4)
+            assert spacing_um[0] == pytest.approx(necrosis["map_mpp"], rel=1e-3)
         else:  # patterns: one pixel per pattern tile
             assert seg.number_of_segments == 5
             assert matrix.shape == maps["map__pattern_spindle"].shape
+            tiles = report["pattern"]["tissue_classes"]
+            for number in range(1, 6):
+                label = seg.get_segment_description(number).SegmentLabel
+                name = next(c for c, v in tiles.items() if v["display"] == label)
+                assert int((matrix == number).sum()) == tiles[name]["tiles"], label
     sr = hd.sr.srread(_sr_path(ctx, found["SR"][0], tmp_path / "sr"))
     values = _sr_numbers(sr)
     assert values["Mitoses"] == mit["count_total"]
