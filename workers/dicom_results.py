@@ -24,6 +24,7 @@ from typing import Any
 import highdicom as hd
 import numpy as np
 import pydicom
+import pydicom.errors
 from numpy.typing import NDArray
 from pydicom.sr.codedict import codes
 
@@ -70,13 +71,22 @@ def load_source_image(slide: Path) -> pydicom.Dataset:
     """Return the level-0 (largest) VL Whole Slide Microscopy instance's header of a series.
 
     Args:
-        slide: the series folder or any instance of it.
+        slide: the series folder or any instance of it (then only instances of its series in
+            the same folder count, as OpenSlide does).
     """
     folder = slide if slide.is_dir() else slide.parent
+    series = None
+    if not slide.is_dir():
+        series = pydicom.dcmread(slide, stop_before_pixels=True).get("SeriesInstanceUID")
     best: pydicom.Dataset | None = None
     for f in sorted(folder.glob("*.dcm")):
-        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except pydicom.errors.InvalidDicomError:
+            continue
         if ds.get("SOPClassUID") != WSI_SOP_CLASS or "VOLUME" not in ds.get("ImageType", []):
+            continue
+        if series is not None and ds.get("SeriesInstanceUID") != series:
             continue
         if best is None or int(ds.TotalPixelMatrixColumns) > int(best.TotalPixelMatrixColumns):
             best = ds
