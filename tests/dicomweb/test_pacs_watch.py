@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from tests.dicomweb.conftest import write_instance
 from tests.orthanc_server import Orthanc, start_orthanc
+from workers.dicomweb import DicomWebClient
 from workers.errors import PacsAuthError, PacsUnreachableError
 from workers.jobs import ServiceContext
 from workers.pacs import PacsWatcher, poll_archives, state_file, submit_series
@@ -104,8 +106,6 @@ def test_cache_evicts_least_recently_used_series(
 
 
 def _only_series(ctx: ServiceContext) -> str:
-    from workers.dicomweb import DicomWebClient
-
     with DicomWebClient(ctx.settings.pacs.archives[0], ctx.settings.pacs) as client:
         (info,) = client.search_series({"Modality": "SM"})
     return info.series_uid
@@ -155,3 +155,35 @@ def test_beat_task_polls_every_archive_and_reports_failures(
     third = poll_archives(both, sent.append)  # stable: submitted
     assert str(third["down"]).startswith("pacs_unreachable") and third["orthanc"] == sent
     assert len(sent) == 1
+
+
+def test_date_cursor_advances_and_narrows_the_query(
+    orthanc: Orthanc,
+    cmu1_files: list[Path],
+    make_ctx: Callable[..., ServiceContext],
+    tmp_path: Path,
+) -> None:
+    """With ``date_attribute: StudyDate`` the cursor is the newest StudyDate seen; later
+    queries start ``lookback_days`` before it, so an older study is not listed."""
+    dated = []
+    for f in cmu1_files:  # the same slide as a new study dated 2026-12-01
+        ds = pydicom.dcmread(f)
+        ds.StudyDate = "20261201"
+        dated.append(tmp_path / f"dated-{f.name}")
+        ds.save_as(dated[-1])
+    old = write_instance(tmp_path / "old.dcm", modality="SM")
+    old_ds = pydicom.dcmread(old)
+    old_ds.StudyDate = "20250101"
+    old_ds.save_as(old)
+    orthanc.upload([*dated, old])
+    ctx = make_ctx(orthanc.dicomweb, archive={"date_attribute": "StudyDate", "lookback_days": 2})
+    watcher = _watcher(ctx, [])
+    assert watcher._match() == {"Modality": "SM"}  # no cursor yet: everything
+    watcher.poll_once()
+    assert watcher.cursor == "20261201" and len(watcher.series) == 2
+    assert watcher._match()["StudyDate"] == "20261129-"
+    again = _watcher(ctx, [])  # the cursor persists
+    assert again.cursor == "20261201"
+    with DicomWebClient(ctx.settings.pacs.archives[0], ctx.settings.pacs) as client:
+        listed = client.search_series(again._match())
+    assert [s.date for s in listed] == ["20261201"]  # the 2025 study is left out
