@@ -9,7 +9,7 @@ Frame of Reference, so a DICOMweb viewer overlays them on the slide:
 * ``segmentation-pattern.dcm`` and ``segmentation-necrosis.dcm``: binary Segmentations of the
   pattern label map (one map pixel per pattern tile, 224 µm) and of the necrosis mask the report's
   area is counted on (4 µm), at the maps' own resolution (see
-  ``docs/dicom.md``: a level-0 Segmentation would be 10⁴–10⁵ times larger and hold no more);
+  ``docs/dicom.md``: at level 0 each value would repeat 256–800,000 times);
 * ``report-sr.dcm``: the report's numbers as a Comprehensive SR (``workers.dicom_sr``).
 
 Everything is in level-0 pixels of the slide's Total Pixel Matrix; codes not in SNOMED CT or DCM
