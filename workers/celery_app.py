@@ -12,16 +12,26 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
+from workers.pacs_settings import PacsSettings
 from workers.service_settings import ServiceSettings
 
 #: Task names (the API and CLI send tasks by name, so they never import the worker code).
 ANALYZE_TASK = "atc.analyze"
 THUMBNAIL_TASK = "atc.thumbnail"
 EXPAND_BATCH_TASK = "atc.expand_batch"
+POLL_PACS_TASK = "atc.poll_pacs"
 
 
-def celery_config(service: ServiceSettings) -> dict[str, Any]:
-    """Return the Celery configuration for these service settings."""
+def beat_schedule(service: ServiceSettings, pacs: PacsSettings | None) -> dict[str, Any]:
+    """Return the beat schedule: poll the DICOMweb archives every ``pacs.poll_s`` (io queue)."""
+    if pacs is None or not pacs.beat or not pacs.archives:
+        return {}
+    options = {"queue": service.io_queue}
+    return {"atc-poll-pacs": {"task": POLL_PACS_TASK, "schedule": pacs.poll_s, "options": options}}
+
+
+def celery_config(service: ServiceSettings, pacs: PacsSettings | None = None) -> dict[str, Any]:
+    """Return the Celery configuration for these service settings (and PACS polling)."""
     transport = {
         "visibility_timeout": service.visibility_timeout_s,
         "global_keyprefix": service.key_prefix,  # one Redis, many deployments, no shared keys
@@ -49,7 +59,9 @@ def celery_config(service: ServiceSettings) -> dict[str, Any]:
             ANALYZE_TASK: {"queue": service.analysis_queue},
             THUMBNAIL_TASK: {"queue": service.io_queue},
             EXPAND_BATCH_TASK: {"queue": service.io_queue},
+            POLL_PACS_TASK: {"queue": service.io_queue},
         },
+        "beat_schedule": beat_schedule(service, pacs),
         "task_ignore_result": True,  # the job store is the record of outcomes
         "result_expires": 24 * 3600,
         "worker_concurrency": service.worker_concurrency,
@@ -74,7 +86,8 @@ def create_app(service: ServiceSettings | None = None) -> Celery:
         # RecursionError on the first submission of ``serve`` and ``watch``.
         from workers.jobs import get_context
 
-        return celery_config(get_context().service)
+        ctx = get_context()
+        return celery_config(ctx.service, ctx.settings.pacs)
 
     app.add_defaults(_lazy_config)
     return app

@@ -20,7 +20,7 @@ import httpx
 import typer
 
 from workers.cli_common import console, handle_errors, progress_bar
-from workers.errors import ApiUnreachableError, JobError
+from workers.errors import ApiUnreachableError, JobError, PacsError
 
 _TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -61,6 +61,9 @@ def worker(
     concurrency: int = typer.Option(0, help="processes (default: service.worker_concurrency)"),
     loglevel: str = typer.Option("info", help="Celery log level"),
     name: str = typer.Option("atc@%h", help="worker node name"),
+    beat: bool = typer.Option(
+        False, "--beat", help="also run the beat scheduler (polls pacs.archives every poll_s)"
+    ),
 ) -> None:
     """Run a Celery worker (one per GPU: set CUDA_VISIBLE_DEVICES per worker).
 
@@ -74,6 +77,8 @@ def worker(
         svc = get_context().service
         argv = ["worker", "-Q", queues or svc.analysis_queue]
         argv += ["-c", str(concurrency or svc.worker_concurrency), "-l", loglevel, "-n", name]
+        if beat:  # one process in the deployment: beat schedules, the io worker polls
+            argv += ["-B", "-s", str(svc.output_root / "celerybeat-schedule")]
     io_worker = None if queues else _start_io_worker(svc.io_queue, loglevel, name)
     try:
         app.worker_main(argv)
@@ -113,17 +118,31 @@ def serve(
 
 
 def submit(
-    slide: str = typer.Argument(..., help="slide path (under a slide root on the server)"),
+    slide: str = typer.Argument(
+        "", help="slide path (under a slide root on the server); omit with --series"
+    ),
     wait: bool = typer.Option(False, "--wait", help="show progress until the job ends"),
     force: bool = typer.Option(False, "--force", help="rerun even if already analysed"),
     upload: bool = typer.Option(False, "--upload", help="stream the file to the server"),
+    series: str | None = typer.Option(
+        None, "--series", help="Series Instance UID of a slide in a DICOMweb archive"
+    ),
+    archive: str | None = typer.Option(
+        None, "--archive", help="archive of --series (default: the only one configured)"
+    ),
     api: str | None = typer.Option(None, help="API URL (default: service.api_url)"),
     token: str | None = typer.Option(None, help="API token (default: $ATC_API_TOKEN)"),
 ) -> None:
-    """Submit a slide through the API; with --wait, follow it to the end (exit 1 if it fails)."""
+    """Submit a slide (a path, an upload or a PACS series) through the API; with --wait, follow
+    it to the end (exit 1 if it fails)."""
     with handle_errors(), _client(api, token) as client, _reachable(client):
         local = Path(slide)
-        if upload:
+        if bool(series) == bool(slide):
+            raise JobError("give either a slide path or --series UID (not both)")
+        if series:
+            payload = {"series_uid": series, "archive": archive, "force": force}
+            r = client.post("/v1/jobs", json=payload)
+        elif upload:
             with open(local, "rb") as fh:
                 r = client.post(
                     "/v1/jobs",
@@ -197,6 +216,49 @@ def watch(
             watcher.save()
 
 
+def watch_pacs(
+    archive: str | None = typer.Option(None, help="only this archive (default: all configured)"),
+    once: bool = typer.Option(False, "--once", help="poll once and exit"),
+    in_process: bool = typer.Option(
+        False, "--in-process", help="analyse submitted series here, one by one (no broker)"
+    ),
+) -> None:
+    """Submit each new slide series of the DICOMweb archives once it is complete."""
+    with handle_errors():
+        from workers.jobs import get_context
+        from workers.pacs import PacsWatcher
+        from workers.tasks import make_sender, run_job
+
+        ctx = get_context()
+        chosen = [ctx.settings.pacs.archive(archive)] if archive else ctx.settings.pacs.archives
+        if not chosen:
+            ctx.settings.pacs.archive(None)  # raises: no archive configured
+
+        def inline(job_id: str) -> None:
+            print(f"job {job_id}: {run_job(ctx, job_id)}")
+
+        send = inline if in_process else make_sender(ctx)
+        watchers = [PacsWatcher(ctx, a, send) for a in chosen]
+        for w in watchers:
+            print(f"watching {w.archive.name} ({w.archive.base_url}); state {w.state_path}")
+        try:
+            while True:
+                for w in watchers:
+                    try:
+                        for job_id in w.poll_once():
+                            print(f"{w.archive.name}: submitted job {job_id}")
+                    except PacsError as exc:
+                        if once:
+                            raise
+                        print(f"{exc.code}: {exc.message} (retrying next poll)", file=sys.stderr)
+                if once:
+                    break
+                time.sleep(ctx.settings.pacs.poll_s)
+        except KeyboardInterrupt:
+            for w in watchers:
+                w.save()
+
+
 def reanalyze(
     root: str = typer.Argument(..., help="folder under a slide root"),
     glob: str = typer.Option("**/*.svs", "--glob", help="slides to include, relative to ROOT"),
@@ -250,3 +312,4 @@ def register(app: typer.Typer) -> None:
     """Add the service commands to the ``atc-wsi`` app."""
     for fn in (worker, serve, submit, jobs, watch, reanalyze, tokens):
         app.command()(fn)
+    app.command(name="watch-pacs")(watch_pacs)

@@ -147,3 +147,87 @@ class ApiUnreachableError(JobError):
             "--api / set service.api_url"
         )
         self.url = url
+
+
+class PacsError(JobError):
+    """A DICOMweb archive refused or failed a request (base of the PACS errors).
+
+    Attributes:
+        archive: the archive's configured name.
+    """
+
+    code = "pacs_error"
+    http_status = 502
+
+    def __init__(self, archive: str, message: str) -> None:
+        super().__init__(f"archive {archive!r}: {message}")
+        self.archive = archive
+
+
+class PacsUnreachableError(PacsError):
+    """The archive did not answer (refused, DNS, timeout) or kept answering 5xx after retries."""
+
+    code = "pacs_unreachable"
+    http_status = 503
+
+
+class PacsAuthError(PacsError):
+    """The archive answered 401 or 403: wrong or missing credentials, or no permission."""
+
+    code = "pacs_unauthorized"
+    http_status = 502
+
+
+class SeriesNotFoundError(PacsError):
+    """The archive holds no series with this Series Instance UID."""
+
+    code = "pacs_series_not_found"
+    http_status = 404
+
+    def __init__(self, archive: str, series_uid: str) -> None:
+        super().__init__(archive, f"no series {series_uid}; check the Series Instance UID")
+        self.series_uid = series_uid
+
+
+class NotASlideError(PacsError):
+    """The series is not a whole-slide image (modality other than SM, or no VL WSI instance)."""
+
+    code = "pacs_not_a_slide"
+    http_status = 400
+
+    def __init__(self, archive: str, series_uid: str, what: str) -> None:
+        super().__init__(
+            archive, f"series {series_uid} is not a whole-slide image ({what}); submit an SM series"
+        )
+        self.series_uid = series_uid
+
+
+class StowRejectedError(PacsError):
+    """STOW-RS refused some or all of the result objects (the reason is the archive's)."""
+
+    code = "pacs_store_rejected"
+    http_status = 502
+
+
+class ArchiveUnknownError(JobError):
+    """A request named an archive that is not configured (or none, with several configured)."""
+
+    code = "pacs_archive_unknown"
+    http_status = 400
+
+    def __init__(self, name: str | None, known: list[str]) -> None:
+        if not known:
+            msg = "no DICOMweb archive is configured; add one under pacs.archives"
+        elif name is None:
+            msg = f"several archives are configured; name one of {', '.join(known)}"
+        else:
+            msg = f"unknown archive {name!r}; configured: {', '.join(known)}"
+        super().__init__(msg)
+        self.name = name
+
+
+class DicomResultError(JobError):
+    """The DICOM result objects could not be built from the slide's DICOM header."""
+
+    code = "dicom_results"
+    http_status = 500

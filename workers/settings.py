@@ -1,9 +1,9 @@
 """The one settings loader: ``configs/default.yaml`` (or a given file) + ``ATC_*`` environment.
 
 Each package declares typed settings for its own part (``wsi.settings``, ``models.settings``,
-``workers.service_settings``); this module merges YAML and environment into them, validates the
-result (unknown keys are errors, so a misspelt option never silently does nothing) and hashes the
-analysis-relevant part for idempotency keys.
+``workers.service_settings``, ``workers.pacs_settings``); this module merges YAML and environment
+into them, validates the result (unknown keys are errors, so a misspelt option never silently
+does nothing) and hashes the analysis-relevant part for idempotency keys.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError
 
 from models.settings import PipelineSettings
+from workers.pacs_settings import PacsSettings
 from workers.report.settings import OutputSettings
 from workers.service_settings import ServiceSettings
 from wsi.synthetic.settings import SyntheticSettings
@@ -49,10 +50,11 @@ class Settings(PipelineSettings):
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     outputs: OutputSettings = Field(default_factory=OutputSettings)
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
+    pacs: PacsSettings = Field(default_factory=PacsSettings)
 
     def pipeline(self) -> PipelineSettings:
         """The analysis-relevant part (what goes into the configuration hash)."""
-        data = self.model_dump(exclude={"service", "outputs", "synthetic"})
+        data = self.model_dump(exclude={"service", "outputs", "synthetic", "pacs"})
         return PipelineSettings.model_validate(data)
 
     def config_hash(self) -> str:

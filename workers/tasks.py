@@ -25,8 +25,16 @@ from sqlalchemy.exc import OperationalError
 
 import wsi
 from models.errors import ModelError
-from workers.celery_app import ANALYZE_TASK, EXPAND_BATCH_TASK, THUMBNAIL_TASK, app
+from workers.celery_app import (
+    ANALYZE_TASK,
+    EXPAND_BATCH_TASK,
+    POLL_PACS_TASK,
+    THUMBNAIL_TASK,
+    app,
+)
+from workers.errors import JobError
 from workers.jobs import Sender, ServiceContext, get_context, recover, worker_name
+from workers.pacs_cache import prepare_job_slide, publish_results
 from workers.pipeline import run_pipeline
 from workers.store import CANCELLED, FAILED, SUCCEEDED, JobStore, new_id
 from wsi.io import atomic_write, atomic_write_json
@@ -142,6 +150,8 @@ def describe_failure(exc: BaseException, soft_limit_s: int) -> tuple[str, str]:
         return "time_limit", f"the analysis exceeded the soft time limit of {soft_limit_s} s"
     if isinstance(exc, wsi.WsiError | ModelError):
         return _snake(type(exc).__name__), str(exc) or type(exc).__name__
+    if isinstance(exc, JobError):  # PACS retrieval and storage, DICOM results
+        return exc.code, exc.message
     return "internal_error", f"{type(exc).__name__}: {exc}"
 
 
@@ -175,14 +185,18 @@ def run_job(ctx: ServiceContext, job_id: str, *, watchdog: bool = False) -> str:
     t0 = time.monotonic()
     try:
         with monitor:
+            monitor.progress("retrieve", 0, 0)
+            slide = prepare_job_slide(ctx, job)  # a PACS series is retrieved into the cache
             report = run_pipeline(
-                Path(job.slide_path),
+                slide,
                 out_dir,
                 ctx.settings,
                 progress=monitor.progress,
                 cancel=monitor.cancelled,
                 work_dir=work_dir,
             )
+            monitor.progress("store", *monitor.latest[1:])
+            publish_results(ctx, job)  # PACS jobs: STOW-RS dicom/*.dcm back to the archive
     except Exception as exc:
         return _record_failure(ctx, job_id, token, monitor, exc)
     if not (out_dir / "report.json").exists():
@@ -286,6 +300,15 @@ def expand_batch(batch_id: str) -> int:
 
     ctx = get_context()
     return expand(ctx, batch_id, make_sender(ctx))
+
+
+@app.task(name=POLL_PACS_TASK, autoretry_for=_RETRYABLE, retry_backoff=True, max_retries=5)  # type: ignore[untyped-decorator]
+def poll_pacs() -> dict[str, list[str] | str]:
+    """Poll every configured DICOMweb archive once (beat schedule, io queue)."""
+    from workers.pacs import poll_archives
+
+    ctx = get_context()
+    return poll_archives(ctx, make_sender(ctx))
 
 
 _REAPER_STOP = threading.Event()

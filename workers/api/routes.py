@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workers.batch import batch_status, create_batch
 from workers.errors import (
@@ -32,6 +32,7 @@ from workers.jobs import (
     resolve_slide_path,
     submit_slide,
 )
+from workers.pacs import submit_series
 from workers.service_settings import Scope, TokenEntry
 from workers.store import STATES, SUCCEEDED, Job, new_id
 
@@ -68,10 +69,20 @@ class _Body(BaseModel):
 
 
 class JobRequest(_Body):
-    """Submit a slide that lies under a slide root."""
+    """Submit a slide that lies under a slide root, or a slide series of a DICOMweb archive."""
 
-    slide_path: str = Field(description="absolute, or relative to a slide root")
+    slide_path: str | None = Field(None, description="absolute, or relative to a slide root")
+    series_uid: str | None = Field(
+        None, pattern=r"^[0-9.]{1,64}$", description="Series Instance UID in a PACS archive"
+    )
+    archive: str | None = Field(None, description="archive name (default: the only one)")
     force: bool = Field(False, description="rerun even if the same analysis exists")
+
+    @model_validator(mode="after")
+    def _one_slide(self) -> JobRequest:
+        if (self.slide_path is None) == (self.series_uid is None):
+            raise ValueError("give exactly one of slide_path and series_uid")
+        return self
 
 
 class BatchRequest(_Body):
@@ -103,13 +114,21 @@ def _submitted(job: Job, created: bool) -> JSONResponse:
 
 @router.post("/jobs", status_code=201)
 async def post_job(request: Request, _: Submitter) -> JSONResponse:
-    """Submit a slide: JSON ``{"slide_path", "force"}``, or the slide bytes as the body
-    (``Content-Type: application/octet-stream``, ``?filename=NAME.svs``)."""
+    """Submit a slide: JSON ``{"slide_path", "force"}`` or ``{"series_uid", "archive", "force"}``
+    (a PACS series), or the slide bytes as the body (``Content-Type: application/octet-stream``,
+    ``?filename=NAME.svs``)."""
     ctype = request.headers.get("content-type", "")
     ctx, send = _ctx(request), _send(request)
     if ctype.startswith("application/json"):
         body = JobRequest.model_validate_json(await request.body())
-        path = await anyio.to_thread.run_sync(resolve_slide_path, body.slide_path, ctx.service)
+        if body.series_uid is not None:
+            uid = body.series_uid
+            sub = await anyio.to_thread.run_sync(
+                lambda: submit_series(ctx, uid, send, archive=body.archive, force=body.force)
+            )
+            return _submitted(sub.job, sub.created)
+        raw = str(body.slide_path)
+        path = await anyio.to_thread.run_sync(resolve_slide_path, raw, ctx.service)
         sub = await anyio.to_thread.run_sync(
             lambda: submit_slide(ctx, path, send, force=body.force, source="api")
         )
