@@ -24,7 +24,7 @@ from models.training.annotated import AnnotatedSlide, box_coverage
 from models.training.metrics import confusion, dice, macro_f1
 from wsi.annotations import MACROPHAGE, UNANNOTATED, SlideAnnotations, rasterise
 from wsi.results import SlideOutputs
-from wsi.taxonomy import MITOSIS_DISPLAY, PATTERN_CLASSES
+from wsi.taxonomy import MITOSIS_DISPLAY, PATTERN_CLASSES, TUMOUR_PATTERNS
 
 #: Analyses scored, in order; each needs the named analysis to run.
 EVAL_TASKS: tuple[str, ...] = ("pattern", "necrosis", "mitosis", "tam")
@@ -178,18 +178,20 @@ def _tam(ann: SlideAnnotations, out: SlideOutputs) -> dict[str, Any]:
     truth = ann.points_of(MACROPHAGE)
     pred = _points(out, "Macrophage")
     tissue = ann.complete
-    regions = [g for g in ann.regions.values()]
-    if regions:  # density per mm² of annotated tissue inside the fully annotated area
-        tissue = tissue.intersection(shapely.union_all(regions))
+    tumour = [g for c, g in ann.regions.items() if c in TUMOUR_PATTERNS]
+    if tumour:  # the project's basis: density per mm² of viable tumour (annotated here)
+        tissue = tissue.intersection(shapely.union_all(tumour))
     area_mm2 = float(tissue.area) * (out.mpp / 1000.0) ** 2
-    n_t = int(ann.in_complete(truth).sum())
+    n_t = int(np.asarray(shapely.contains_xy(tissue, truth[:, 0], truth[:, 1])).sum())
     n_p = int(np.asarray(shapely.contains_xy(tissue, pred[:, 0], pred[:, 1])).sum())
     if area_mm2 <= 0:
         return {"note": "no annotated tissue inside the 'Fully annotated' region"}
+    basis = "viable tumour" if tumour else "fully annotated area"
     d_t, d_p = n_t / area_mm2, n_p / area_mm2
     err = (d_p - d_t) / d_t if d_t > 0 else float("nan")
     return {
         "area_mm2": round(area_mm2, 4),
+        "basis": basis,
         "truth_per_mm2": round(d_t, 2),
         "pred_per_mm2": round(d_p, 2),
         "density_error": round(err, 4),
