@@ -214,19 +214,12 @@ def evaluate_slides_cmd(
 ) -> None:
     """Annotated slides: pattern macro-F1, necrosis Dice, mitosis F1, TAM density, per slide."""
     with handle_errors():
-        from models.training.annotated import expand_slides, pair_slides
+        from models.training.annotated import load_annotated
         from models.training.slide_eval import check_not_trained_on, evaluate_slides
         from workers.cli_analyze import _overrides, load_pipeline_settings
-        from wsi.annotations import load_class_map
 
         settings = load_pipeline_settings(config, _overrides(device, None, None, models, None))
-        items = pair_slides(
-            expand_slides(slides),
-            annotations,
-            class_map=load_class_map(class_map),
-            fully_annotated=fully_annotated,
-            mpp=mpp,
-        )
+        items = load_annotated(slides, annotations, class_map, fully_annotated, mpp)
         check_not_trained_on(settings, items)
         wanted = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
         metrics = evaluate_slides(items, settings, wanted)

@@ -72,12 +72,11 @@ def train(
 ) -> None:
     """Fine-tune on annotated slides; write a versioned model folder with held-out metrics."""
     with handle_errors():
-        from models.training.annotated import expand_slides, pair_slides, split_holdout
+        from models.training.annotated import load_annotated, split_holdout
         from models.training.finetune import TASKS, TrainConfig, default_base
         from models.training.finetune import train as run_training
         from models.training.slide_eval import evaluate_slides, with_models
         from workers.cli_analyze import load_pipeline_settings
-        from wsi.annotations import load_class_map
 
         if task not in TASKS:
             raise ValueError(
@@ -86,13 +85,7 @@ def train(
             )
         if from_scratch and base is not None:
             raise ValueError("give --base or --from-scratch, not both")
-        items = pair_slides(
-            expand_slides(slides),
-            annotations,
-            class_map=load_class_map(class_map),
-            fully_annotated=fully_annotated,
-            mpp=mpp,
-        )
+        items = load_annotated(slides, annotations, class_map, fully_annotated, mpp)
         train_items, held = split_holdout(items, split_names(holdout))
         cfg = TrainConfig(
             task=task,

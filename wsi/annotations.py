@@ -126,19 +126,18 @@ def classify_name(name: str, class_map: Mapping[str, str] | None = None) -> tupl
     )
 
 
-def load_class_map(path: str | Path | None) -> dict[str, str]:
-    """Read a lab's class map: YAML/JSON ``{lab name: project name}`` or a two-column CSV.
+def read_name_map(path: str | Path) -> dict[str, str]:
+    """Read a name → name map: a YAML or JSON object, or a two-column CSV (optional header
+    ``name,class``).
 
     Raises:
-        AnnotationError: unreadable file or a target name the taxonomy does not know.
+        AnnotationError: unreadable file or not a mapping of strings.
     """
-    if path is None:
-        return {}
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise AnnotationError(f"cannot read class map: {exc}", path=p) from exc
+        raise AnnotationError(f"cannot read the name map: {exc.strerror}", path=p) from None
     if p.suffix.lower() == ".csv":
         rows = [r for r in csv.reader(text.splitlines()) if r and not r[0].startswith("#")]
         if rows and [c.strip().lower() for c in rows[0][:2]] in (
@@ -147,18 +146,28 @@ def load_class_map(path: str | Path | None) -> dict[str, str]:
         ):
             rows = rows[1:]
         if any(len(r) < 2 for r in rows):
-            raise AnnotationError("class map CSV rows need two columns: name,class", path=p)
-        mapping = {r[0].strip(): r[1].strip() for r in rows}
-    else:
-        import yaml
+            raise AnnotationError("name map CSV rows need two columns: name,class", path=p)
+        return {r[0].strip(): r[1].strip() for r in rows}
+    import yaml  # YAML is a superset of JSON: one parser for both
 
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise AnnotationError(f"class map is not YAML/JSON: {exc}", path=p) from exc
-        if not isinstance(data, dict):
-            raise AnnotationError("class map must be a mapping {lab name: class}", path=p)
-        mapping = {str(k): str(v) for k, v in data.items()}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise AnnotationError(f"name map is not YAML/JSON: {exc}", path=p) from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise AnnotationError("a name map is an object of your name → class name", path=p)
+    return {str(k): v for k, v in data.items()}
+
+
+def load_class_map(path: str | Path | None) -> dict[str, str]:
+    """Read a lab's class map (see :func:`read_name_map`); {} for None.
+
+    Raises:
+        AnnotationError: unreadable file or a target name the taxonomy does not know.
+    """
+    if path is None:
+        return {}
+    mapping = read_name_map(path)
     for target in mapping.values():
         classify_name(target)  # raises on a target the taxonomy does not know
     return mapping

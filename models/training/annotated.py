@@ -149,6 +149,26 @@ def pair_slides(
     ]
 
 
+def load_annotated(
+    slides: Sequence[Path],
+    annotations: Sequence[Path],
+    class_map: Path | None = None,
+    fully_annotated: bool = False,
+    mpp: float | None = None,
+) -> list[AnnotatedSlide]:
+    """What ``atc-wsi train`` and ``evaluate slides`` read: slides (files or folders, see
+    :func:`expand_slides`) paired with their annotations, through the lab's class map file."""
+    from wsi.annotations import load_class_map
+
+    return pair_slides(
+        expand_slides(slides),
+        annotations,
+        class_map=load_class_map(class_map),
+        fully_annotated=fully_annotated,
+        mpp=mpp,
+    )
+
+
 def split_holdout(
     items: Sequence[AnnotatedSlide], holdout: Sequence[str]
 ) -> tuple[list[AnnotatedSlide], list[AnnotatedSlide]]:
