@@ -35,7 +35,7 @@ def split_names(values: list[str]) -> list[str]:
 
 
 def train(
-    task: str = typer.Argument(..., help="pattern | necrosis"),
+    task: str = typer.Argument(..., help="pattern | necrosis | mitosis"),
     slides: list[Path] = typer.Option(..., "--slides", help="slide file or folder (repeatable)"),
     annotations: list[Path] = typer.Option(
         ..., "--annotations", help="GeoJSON/CSV file or folder, one file per slide (repeatable)"
@@ -81,7 +81,7 @@ def train(
         if task not in TASKS:
             raise ValueError(
                 f"unknown task {task!r}; `atc-wsi train` trains {', '.join(TASKS)} "
-                "(mitosis and tam training from annotations are not built yet: docs/training.md)"
+                "(tam training from annotations is not built yet: docs/training.md)"
             )
         if from_scratch and base is not None:
             raise ValueError("give --base or --from-scratch, not both")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.cells.mitosis_net import MitosisTileDetector
 from models.errors import InvalidSettingsError
 from models.registry import ModelSpec, create_model, get_spec
 from models.training.annotated import (
@@ -28,6 +29,7 @@ from models.training.annotated import (
     pattern_tiles,
     segmentation_tiles,
 )
+from models.training.annotated_cells import PointCrops, crop_stream, mitosis_crops
 from models.training.augment import StainAugment
 from models.training.card import write_model_folder
 from models.training.data import PatchSet, batch_stream
@@ -35,9 +37,9 @@ from models.training.loop import TrainLog, seed_everything, train_steps
 from wsi.annotations import UNANNOTATED
 from wsi.io import atomic_write
 
-#: Tasks ``atc-wsi train`` knows, with the analysis (config section) whose model each trains.
-TASKS: dict[str, str] = {"pattern": "pattern", "necrosis": "necrosis"}
 CHECKPOINT_FILE = "checkpoint.pt"
+Batch = tuple[torch.Tensor, torch.Tensor]
+StreamFn = Callable[["TrainConfig", ModelSpec, Any, torch.Generator], Iterator[Batch]]
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class TrainConfig:
     """What one training run does.
 
     Attributes:
-        task: ``pattern`` or ``necrosis``.
+        task: ``pattern``, ``necrosis`` or ``mitosis`` (see :data:`TASKS`).
         base: reference of the starting model (name, name@version or folder).
         from_scratch: random initialisation with the base's architecture.
         steps: optimiser steps.
@@ -83,29 +85,104 @@ def default_base(task: str) -> str:
 
     if task not in TASKS:
         raise InvalidSettingsError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-    return str(getattr(PipelineSettings(), TASKS[task]).model)
+    return str(getattr(PipelineSettings(), TASKS[task].analysis).model)
 
 
-def _data(cfg: TrainConfig, spec: ModelSpec, items: Sequence[AnnotatedSlide]) -> PatchSet:
-    if cfg.task == "pattern":
-        return pattern_tiles(items, spec, seed=cfg.seed)[0]
+def _pattern_data(
+    cfg: TrainConfig, spec: ModelSpec, items: Sequence[AnnotatedSlide], model: nn.Module
+) -> PatchSet:
+    return pattern_tiles(items, spec, seed=cfg.seed)[0]
+
+
+def _necrosis_data(
+    cfg: TrainConfig, spec: ModelSpec, items: Sequence[AnnotatedSlide], model: nn.Module
+) -> PatchSet:
     return segmentation_tiles(items, spec, "necrosis", seed=cfg.seed)[0]
 
 
-def _loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if task == "pattern":
-        return nn.CrossEntropyLoss()
-    return nn.CrossEntropyLoss(ignore_index=UNANNOTATED)
+def _mitosis_data(
+    cfg: TrainConfig, spec: ModelSpec, items: Sequence[AnnotatedSlide], model: nn.Module
+) -> PointCrops:
+    assert isinstance(model, MitosisTileDetector), "the mitosis task trains a tile detector"
+    return mitosis_crops(items, spec, model, seed=cfg.seed)
 
 
-def _stream(
-    cfg: TrainConfig, spec: ModelSpec, data: PatchSet, gen: torch.Generator
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    bs = min(cfg.batch_size, len(data))
-    target = "label" if cfg.task == "pattern" else "mask"
-    return batch_stream(
-        data, bs, gen, mean=spec.mean, std=spec.std, aug=StainAugment(), target=target
-    )
+def _patch_stream(target: str) -> StreamFn:
+    def stream(
+        cfg: TrainConfig, spec: ModelSpec, data: Any, gen: torch.Generator
+    ) -> Iterator[Batch]:
+        bs = min(cfg.batch_size, len(data))
+        aug = StainAugment()
+        return batch_stream(data, bs, gen, mean=spec.mean, std=spec.std, aug=aug, target=target)
+
+    return stream
+
+
+def _crop_stream(
+    cfg: TrainConfig, spec: ModelSpec, data: Any, gen: torch.Generator
+) -> Iterator[Batch]:
+    return crop_stream(data, cfg.batch_size, gen, spec)
+
+
+class FrozenNorm(nn.Module):
+    """Train ``module`` with its batch-norm layers in eval mode (statistics kept).
+
+    Fine-tuning on a few slides with class-balanced batches would otherwise replace the running
+    statistics the shipped model learnt on far more data, and shift every prediction.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def train(self, mode: bool = True) -> FrozenNorm:
+        super().train(mode)
+        for m in self.module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.module(x)
+        return out
+
+
+def _classifier(model: nn.Module) -> nn.Module:
+    """The part of the mitosis detector that learns (the candidate stage is fixed)."""
+    assert isinstance(model, MitosisTileDetector)
+    return model.classifier
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    """How one task trains: its data, batches, loss and the module whose weights change.
+
+    Attributes:
+        analysis: the config section whose ``model`` this task trains (``pattern.model`` …).
+        data: (config, base spec, training slides, model) → a sized data set.
+        stream: (config, spec, data, generator) → endless (inputs, targets) batches.
+        loss: (outputs, targets) → scalar loss.
+        trained: the module optimised (the whole model, or the mitosis crop classifier).
+    """
+
+    analysis: str
+    data: Callable[[TrainConfig, ModelSpec, Sequence[AnnotatedSlide], nn.Module], Any]
+    stream: StreamFn
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    trained: Callable[[nn.Module], nn.Module] = lambda m: m
+
+
+#: Tasks ``atc-wsi train`` knows.
+TASKS: dict[str, TaskDef] = {
+    "pattern": TaskDef("pattern", _pattern_data, _patch_stream("label"), nn.CrossEntropyLoss()),
+    "necrosis": TaskDef(
+        "necrosis",
+        _necrosis_data,
+        _patch_stream("mask"),
+        nn.CrossEntropyLoss(ignore_index=UNANNOTATED),
+    ),
+    "mitosis": TaskDef("mitosis", _mitosis_data, _crop_stream, nn.CrossEntropyLoss(), _classifier),
+}
 
 
 def _save_checkpoint(
@@ -174,13 +251,15 @@ def train(
         )
     device = resolve_device(cfg.device, "fp32")
     gen = seed_everything(cfg.seed)
+    task = TASKS[cfg.task]
     model = create_model(cfg.base, pretrained=not cfg.from_scratch)
-    data = _data(cfg, spec, train_items)
+    data = task.data(cfg, spec, train_items, model)
     log = TrainLog(out / "train.log.jsonl")
-    log(event="data", task=cfg.task, tiles=len(data), slides=[i.name for i in train_items])
-    stream = _stream(cfg, spec, data, gen)
+    log(event="data", task=cfg.task, samples=len(data), slides=[i.name for i in train_items])
+    stream = task.stream(cfg, spec, data, gen)
     model.to(device.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    trained = task.trained(model) if cfg.from_scratch else FrozenNorm(task.trained(model))
+    opt = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, weight_decay=1e-4)
     start = 0
     state = _load_checkpoint(out, cfg) if resume else None
     if state is not None:
@@ -196,9 +275,9 @@ def train(
             _save_checkpoint(out, cfg, step, model, o)
 
     result = train_steps(
-        model,
+        trained,
         stream,
-        _loss(cfg.task),
+        task.loss,
         steps=cfg.steps,
         lr=cfg.lr,
         log=log,
@@ -209,9 +288,9 @@ def train(
         start_step=start,
         on_step=on_step,
     )
-    model.to("cpu")
+    model.to("cpu").eval()
     version = cfg.version or f"{spec.version.split('+')[0]}+ft.{_stamp()}"
-    training = {**result, **dataclasses.asdict(cfg), "tiles": len(data), "resumed_at": start}
+    training = {**result, **dataclasses.asdict(cfg), "samples": len(data), "resumed_at": start}
     training.pop("command")
     data_info = {
         "train_slides": [_slide_row(i) for i in train_items],

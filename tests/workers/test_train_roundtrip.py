@@ -14,6 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from models.registry import get_spec
 from models.training import finetune
 from models.training.annotated import pair_slides
 from models.training.finetune import TrainConfig
@@ -152,3 +153,19 @@ def test_resumed_run_equals_an_uninterrupted_one(
     with pytest.raises(Exception, match="another run"):
         other = TrainConfig(task="necrosis", base="atc-necrosis-v1", steps=4, seed=3)
         finetune.train(other, items, [], tmp_path / "resumed", resume=True)
+
+
+def test_mitosis_fine_tune_changes_only_the_classifier(lab: Path, tmp_path: Path) -> None:
+    items = pair_slides(
+        [lab / "lab-a" / "slide.tiff"], [lab / "lab-a" / "truth.geojson"], fully_annotated=True
+    )
+    assert len(items[0].ann.points_of("mitosis_typical", "mitosis_tripolar")) >= 1
+    cfg = TrainConfig(task="mitosis", base="atc-mitosis-v1", steps=2, seed=0, device="cpu",
+                      batch_size=8, lr=1e-3)  # fmt: skip
+    card = json.loads(finetune.train(cfg, items, [], tmp_path / "mit").read_text())
+    assert card["base"] == "atc-mitosis-v1" and card["training"]["samples"] > 1
+    before = torch.load(get_spec("atc-mitosis-v1").weights_path, weights_only=True)
+    after = torch.load(tmp_path / "mit" / "weights.pt", weights_only=True)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("classifier.") for k in changed)
+    assert not any("running_" in k for k in changed)  # batch-norm statistics kept
