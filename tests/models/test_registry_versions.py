@@ -93,3 +93,18 @@ def test_models_list_and_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert shown["card"]["data"]["train_slides"] == [{"name": "lab-slide-1"}]
     res = CliRunner().invoke(app, ["models", "show", "atc-necrosis-v1@0.0.1"])
     assert res.exit_code == 2 and "known models" in res.output
+
+
+def test_config_hash_follows_the_weights_of_a_versioned_reference(tmp_path: Path) -> None:
+    from models.settings import PipelineSettings
+
+    default = PipelineSettings()
+    folder = _folder(tmp_path, "1.1.0+lab.1", seed=1)
+    chosen = default.model_copy(
+        update={"necrosis": default.necrosis.model_copy(update={"model": str(folder)})}
+    )
+    first = chosen.config_hash()
+    assert first != default.config_hash()
+    _folder(tmp_path, "1.1.0+lab.1", seed=2)  # retrained into the same folder
+    assert chosen.config_hash() != first
+    assert default.pinned_weights() == {}  # shipped names: pinned by the code version
