@@ -35,7 +35,7 @@ def split_names(values: list[str]) -> list[str]:
 
 
 def train(
-    task: str = typer.Argument(..., help="pattern | necrosis | mitosis"),
+    task: str = typer.Argument(..., help="pattern | necrosis | mitosis | tam"),
     slides: list[Path] = typer.Option(..., "--slides", help="slide file or folder (repeatable)"),
     annotations: list[Path] = typer.Option(
         ..., "--annotations", help="GeoJSON/CSV file or folder, one file per slide (repeatable)"
@@ -79,10 +79,7 @@ def train(
         from workers.cli_analyze import load_pipeline_settings
 
         if task not in TASKS:
-            raise ValueError(
-                f"unknown task {task!r}; `atc-wsi train` trains {', '.join(TASKS)} "
-                "(tam training from annotations is not built yet: docs/training.md)"
-            )
+            raise ValueError(f"unknown task {task!r}; `atc-wsi train` trains {', '.join(TASKS)}")
         if from_scratch and base is not None:
             raise ValueError("give --base or --from-scratch, not both")
         items = load_annotated(slides, annotations, class_map, fully_annotated, mpp)

@@ -166,3 +166,83 @@ def crop_stream(
         x, _ = geometric(x, None, gen)
         x = normalise(x, spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
         yield x, torch.from_numpy(data.labels[sel])
+
+
+@dataclass(frozen=True)
+class HeatTiles:
+    """Tiles of the macrophage heat-map detector with targets and loss weights.
+
+    Attributes:
+        images: (n, s, s, 3) uint8 at the model's µm/px.
+        targets: (n, 4, s/2, s/2) float32: macrophage target, nucleated-cell target, their loss
+            weights (``models.training.heat_cells`` layout). Macrophages are trained only inside
+            "Fully annotated" regions (weight 1 there, 0 elsewhere); the nucleated-cell channel
+            is not annotated by labs and gets weight 0.
+    """
+
+    images: NDArray[np.uint8]
+    targets: NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def tam_tiles(
+    items: Sequence[AnnotatedSlide], spec: ModelSpec, *, max_per_slide: int = 400, seed: int = 0
+) -> HeatTiles:
+    """Detector tiles whose centre lies in a "Fully annotated" region, with macrophage targets.
+
+    Raises:
+        AnnotationError: no "Fully annotated" region with macrophage points.
+    """
+    from models.cells.heat_net import HEAT_STRIDE
+    from models.training.heat_cells import draw
+
+    rng = np.random.default_rng(seed)
+    images, targets = [], []
+    for item in items:
+        if item.ann.complete is None:
+            continue
+        with open_slide(item.path, item.mpp) as slide:
+            grid = TileGrid.for_slide(slide, target_mpp=spec.input_mpp, tile_px=spec.tile_px)
+        centres = grid.l0_xy.astype(np.float64) + grid.l0_tile / 2
+        idx = np.flatnonzero(item.ann.in_complete(centres))
+        if len(idx) > max_per_slide:
+            idx = np.sort(rng.choice(idx, max_per_slide, replace=False))
+        s, h = spec.tile_px, spec.tile_px // HEAT_STRIDE
+        l0_per_px = grid.l0_tile / s
+        macrophages = item.ann.points_of("macrophage")
+        t = np.zeros((len(idx), 4, h, h), np.float32)
+        heat_centres = (np.arange(h) + 0.5) * HEAT_STRIDE * l0_per_px
+        for n, i in enumerate(idx.tolist()):
+            x0, y0 = (float(v) for v in grid.l0_xy[i])
+            rel = (macrophages - (x0, y0)) / l0_per_px
+            near = np.all((rel > -8) & (rel < s + 8), axis=1)
+            draw(t[n, 0], rel[near], 1.0)
+            xx, yy = np.meshgrid(x0 + heat_centres, y0 + heat_centres)
+            inside = item.ann.in_complete(np.stack([xx.ravel(), yy.ravel()], 1))
+            t[n, 2] = inside.reshape(h, h)
+        reader = TileReader(item.path, grid, item.mpp)
+        try:
+            images.append(np.stack([reader.read(int(i))["image"] for i in idx]))
+        finally:
+            reader.close()
+        targets.append(t)
+    if not images or not any((t[:, 0] >= 0.999).any() for t in targets):
+        raise AnnotationError(
+            "tam training needs macrophage points inside a 'Fully annotated' region"
+        )
+    return HeatTiles(np.concatenate(images), np.concatenate(targets))
+
+
+def heat_stream(
+    data: HeatTiles, batch_size: int, gen: torch.Generator, spec: ModelSpec
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless augmented (x, target-and-weight) batches of :class:`HeatTiles`."""
+    aug = StainAugment()
+    while True:
+        sel = np.sort(torch.randint(0, len(data), (batch_size,), generator=gen).numpy())
+        x = augment_batch(torch.from_numpy(data.images[sel]), aug, gen)
+        x, y = geometric(x, torch.from_numpy(data.targets[sel]), gen)
+        assert y is not None
+        yield normalise(x, spec.mean, spec.std), y

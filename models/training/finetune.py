@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.cells.heat_net import MacrophageDetector
 from models.cells.mitosis_net import MitosisTileDetector
 from models.errors import InvalidSettingsError
 from models.registry import ModelSpec, create_model, get_spec
@@ -29,10 +30,18 @@ from models.training.annotated import (
     pattern_tiles,
     segmentation_tiles,
 )
-from models.training.annotated_cells import PointCrops, crop_stream, mitosis_crops
+from models.training.annotated_cells import (
+    HeatTiles,
+    PointCrops,
+    crop_stream,
+    heat_stream,
+    mitosis_crops,
+    tam_tiles,
+)
 from models.training.augment import StainAugment
 from models.training.card import write_model_folder
 from models.training.data import PatchSet, batch_stream
+from models.training.heat_cells import HeatLogits, focal_loss
 from models.training.loop import TrainLog, seed_everything, train_steps
 from wsi.annotations import UNANNOTATED
 from wsi.io import atomic_write
@@ -47,7 +56,7 @@ class TrainConfig:
     """What one training run does.
 
     Attributes:
-        task: ``pattern``, ``necrosis`` or ``mitosis`` (see :data:`TASKS`).
+        task: ``pattern``, ``necrosis``, ``mitosis`` or ``tam`` (see :data:`TASKS`).
         base: reference of the starting model (name, name@version or folder).
         from_scratch: random initialisation with the base's architecture.
         steps: optimiser steps.
@@ -147,6 +156,24 @@ class FrozenNorm(nn.Module):
         return out
 
 
+def _tam_data(
+    cfg: TrainConfig, spec: ModelSpec, items: Sequence[AnnotatedSlide], model: nn.Module
+) -> HeatTiles:
+    return tam_tiles(items, spec, seed=cfg.seed)
+
+
+def _heat_stream(
+    cfg: TrainConfig, spec: ModelSpec, data: Any, gen: torch.Generator
+) -> Iterator[Batch]:
+    return heat_stream(data, min(cfg.batch_size, len(data)), gen, spec)
+
+
+def _heat_logits(model: nn.Module) -> nn.Module:
+    """The macrophage detector's heat-map logits (what the focal loss fits)."""
+    assert isinstance(model, MacrophageDetector), "the tam task trains the H&E heat-map detector"
+    return HeatLogits(model)
+
+
 def _classifier(model: nn.Module) -> nn.Module:
     """The part of the mitosis detector that learns (the candidate stage is fixed)."""
     assert isinstance(model, MitosisTileDetector)
@@ -182,6 +209,7 @@ TASKS: dict[str, TaskDef] = {
         nn.CrossEntropyLoss(ignore_index=UNANNOTATED),
     ),
     "mitosis": TaskDef("mitosis", _mitosis_data, _crop_stream, nn.CrossEntropyLoss(), _classifier),
+    "tam": TaskDef("tam", _tam_data, _heat_stream, focal_loss, _heat_logits),
 }
 
 

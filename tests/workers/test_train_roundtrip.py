@@ -169,3 +169,26 @@ def test_mitosis_fine_tune_changes_only_the_classifier(lab: Path, tmp_path: Path
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("classifier.") for k in changed)
     assert not any("running_" in k for k in changed)  # batch-norm statistics kept
+
+
+def test_tam_targets_only_inside_fully_annotated_regions(lab: Path, tmp_path: Path) -> None:
+    from models.training.annotated_cells import tam_tiles
+
+    truth = json.loads((lab / "lab-a" / "truth.geojson").read_text())
+    half = [[[0, 0], [1300, 0], [1300, 3072], [0, 3072], [0, 0]]]  # level-0 px
+    truth["features"].append(
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": half},
+         "properties": {"classification": {"name": "Fully annotated"}}}
+    )  # fmt: skip
+    path = tmp_path / "lab-a.geojson"
+    path.write_text(json.dumps(truth))
+    (item,) = pair_slides([lab / "lab-a" / "slide.tiff"], [path])
+    spec = get_spec("atc-tam-v1")
+    tiles = tam_tiles([item], spec)
+    assert len(tiles) > 0 and tiles.targets.shape[1:] == (4, 128, 128)
+    assert (tiles.targets[:, 1:2] == 0).all() and (tiles.targets[:, 3] == 0).all()
+    weight = tiles.targets[:, 2]
+    assert weight.min() == 0 and weight.max() == 1  # tiles crossing x = 1300 are cut
+    peaks = int((tiles.targets[:, 0] >= 0.999).sum())
+    in_half = item.ann.points_of("macrophage")[:, 0] < 1300
+    assert 0 < peaks <= 2 * int(in_half.sum())
