@@ -45,7 +45,9 @@ def _qupath(path: Path, as_list: bool = False) -> Path:
             {"names": ["Pleomorphic giant cell"]},
         ),
         _feat({"type": "Point", "coordinates": [10, 20]}, {"name": "Mitosis: Tripolar"}),
-        _feat({"type": "Point", "coordinates": [30, 40]}, {"name": "Mitosis: Typical"}),
+        _feat(  # QuPath's points tool writes one MultiPoint per class
+            {"type": "MultiPoint", "coordinates": [[30, 40]]}, {"name": "Mitosis: Typical"}
+        ),
         _feat({"type": "Point", "coordinates": [50, 60]}, {"name": "Macrophage"}, "detection"),
         _feat(  # an ellipse drawn around a cell reads as its centroid
             {"type": "Polygon", "coordinates": _square(90, 90, 20)}, {"name": "Mitosis: Atypical"}
