@@ -18,16 +18,21 @@ from numpy.typing import NDArray
 from models.registry import get_spec
 from models.training import (
     StainAugment,
-    TrainLog,
-    seed_everything,
-    train_steps,
 )
 from models.training.data import PatchSet, batch_stream, generate_patches, predict
 from models.training.metrics import dice
 from models.training.real_eval import segmenter_tile_figures
 from models.training.real_tissue import necrosis_patch_set, training_sets_card
-from models.training.slide_tiles import concat, slide_patch_set
-from models.training.synthetic_run import continue_from, publish_run, synthetic_parser
+from models.training.slide_tiles import concat
+from models.training.synthetic_run import (
+    continue_from,
+    fit,
+    patch_sets,
+    publish_run,
+    start_run,
+    synthetic_parser,
+    training_record,
+)
 from wsi.synthetic.classes import pattern_index
 
 TRAIN_SEED = 2000
@@ -88,32 +93,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real-repeat", type=int, default=3, help="oversampling of real tiles")
     args = ap.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    spec = get_spec("atc-necrosis-v1")
-    gen = seed_everything(args.seed)
-    log = TrainLog(args.cache / "train_necrosis.log.jsonl")
-    t0 = time.perf_counter()
-    kw = dict(cache_dir=args.cache, workers=args.workers)
-    train = generate_patches(args.kind, args.n_train, args.size, spec.input_mpp, TRAIN_SEED, **kw)  # type: ignore[arg-type]
-    val = generate_patches(args.kind, args.n_val, args.size, spec.input_mpp, VAL_SEED, **kw)  # type: ignore[arg-type]
+    run = start_run(args, "atc-necrosis-v1", "train_necrosis.log.jsonl")
+    spec, gen, log = run.spec, run.gen, run.log
+    train, val, slide_set = patch_sets(run, args.size, TRAIN_SEED, VAL_SEED)
     if args.extra_kind and args.n_extra:
         extra = generate_patches(
-            args.extra_kind, args.n_extra, args.size, spec.input_mpp, EXTRA_SEED, **kw
-        )  # type: ignore[arg-type]
+            args.extra_kind,
+            args.n_extra,
+            args.size,
+            spec.input_mpp,
+            EXTRA_SEED,
+            cache_dir=args.cache,
+            workers=args.workers,
+        )
         train = concat(train, extra)
-    slide_set: PatchSet | None = None
-    if args.slides:
-        tiles = [
-            slide_patch_set(f, mpp=spec.input_mpp, size=args.size, stride=args.size // 2)
-            for f in args.slides
-        ]
-        slide_set = concat(*tiles)
+    if slide_set is not None:
         train = concat(train, slide_set, repeat_last=args.slide_repeat)
     real_held = None
     if args.real:
         real_set, real_held = necrosis_patch_set(spec.input_mpp, args.size, args.holdout_fold)
         train = concat(train, real_set, repeat_last=args.real_repeat)
-    t_data = time.perf_counter() - t0
+    t_data = time.perf_counter() - run.t0
     assert train.masks is not None and val.masks is not None, "necrosis training needs masks"
     frac = float((train.masks == NECROSIS).mean())
     log(
@@ -160,17 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         model.train()
         return out
 
-    result = train_steps(
-        model,
-        batches,
-        dice_loss,
-        steps=args.steps,
-        lr=args.lr,
-        log=log,
-        time_budget_s=args.time_budget_s,
-        on_eval=on_eval,
-        eval_every=400,
-    )
+    result = fit(run, model, batches, dice_loss, on_eval, eval_every=400)
     metrics = {
         "val_patches_dice": round(float(result["val_dice"]), 4),
         "val_patches_area_error": round(float(result["val_area_error"]), 4),
@@ -188,21 +178,18 @@ def main(argv: list[str] | None = None) -> int:
             "extra_sampler_first": EXTRA_SEED if args.extra_kind and args.n_extra else None,
             "val_sampler_first": VAL_SEED,
         },
-        training={
-            **result,
-            "data_seconds": round(t_data, 1),
-            "patches": len(train),
-            "patch_px": args.size,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "augmentation": vars(aug),
-            "threads": args.threads,
-            "total_seconds": round(time.perf_counter() - t0, 1),
-            "continued_from": init or None,
-            "hard_tiles": {"fraction": args.hard_fraction, "repeat": args.hard_repeat}
+        training=training_record(
+            run,
+            result,
+            data_seconds=t_data,
+            patches=len(train),
+            aug=aug,
+            init=init,
+            patch_px=args.size,
+            hard_tiles={"fraction": args.hard_fraction, "repeat": args.hard_repeat}
             if args.hard_repeat
             else None,
-            "real": {
+            real={
                 "sets": training_sets_card(),
                 "weak_masks": "necrotic-osteosarcoma tiles: every tissue pixel necrosis; "
                 "every other real tile: none",
@@ -211,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             if args.real
             else None,
-        },
+        ),
         metrics=metrics,
         pin=("necrosis.py", "NECROSIS_V1_SHA256"),
         log=log,

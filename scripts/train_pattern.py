@@ -13,18 +13,24 @@ import time
 import numpy as np
 import torch
 
-from models.registry import get_spec
-from models.training import StainAugment, TrainLog, seed_everything, train_steps
+from models.training import StainAugment
 from models.training.data import (
     PatchSet,
     batch_stream,
-    generate_patches,
     majority_labels,
     predict,
 )
 from models.training.metrics import confusion, macro_f1, per_class_f1
-from models.training.slide_tiles import concat, slide_patch_set
-from models.training.synthetic_run import continue_from, publish_run, synthetic_parser
+from models.training.slide_tiles import concat
+from models.training.synthetic_run import (
+    continue_from,
+    fit,
+    patch_sets,
+    publish_run,
+    start_run,
+    synthetic_parser,
+    training_record,
+)
 
 TRAIN_SEED = 1000  # sampler seeds TRAIN_SEED … TRAIN_SEED + calls
 VAL_SEED = 9000  # evaluation slides use seeds ≥ 50000 (scripts/evaluate.py)
@@ -43,23 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    spec = get_spec("atc-pattern-v1")
-    gen = seed_everything(args.seed)
-    log = TrainLog(args.cache / "train_pattern.log.jsonl")
-    t0 = time.perf_counter()
-    kw = dict(cache_dir=args.cache, workers=args.workers)
-    train = generate_patches(
-        args.kind, args.n_train, spec.tile_px, spec.input_mpp, TRAIN_SEED, **kw
-    )  # type: ignore[arg-type]
-    val = generate_patches(args.kind, args.n_val, spec.tile_px, spec.input_mpp, VAL_SEED, **kw)  # type: ignore[arg-type]
-    if args.slides:
-        tiles = [
-            slide_patch_set(f, mpp=spec.input_mpp, size=spec.tile_px, stride=spec.tile_px // 2)
-            for f in args.slides
-        ]
-        train = concat(train, concat(*tiles), repeat_last=args.slide_repeat)
-    t_data = time.perf_counter() - t0
+    run = start_run(args, "atc-pattern-v1", "train_pattern.log.jsonl")
+    spec, gen, log = run.spec, run.gen, run.log
+    train, val, slide_set = patch_sets(run, spec.tile_px, TRAIN_SEED, VAL_SEED)
+    if slide_set is not None:
+        train = concat(train, slide_set, repeat_last=args.slide_repeat)
+    t_data = time.perf_counter() - run.t0
     train.labels, val.labels = tile_labels(train), tile_labels(val)
     log(
         event="data",
@@ -85,17 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         log(step=step, val_macro_f1=round(f1, 4), val_acc=round(float(np.trace(cm) / cm.sum()), 4))
         return {"val_macro_f1": f1}
 
-    result = train_steps(
-        model,
-        batches,
-        loss_fn,
-        steps=args.steps,
-        lr=args.lr,
-        log=log,
-        time_budget_s=args.time_budget_s,
-        on_eval=on_eval,
-        eval_every=500,
-    )
+    result = fit(run, model, batches, loss_fn, on_eval, eval_every=500)
     probs = predict(model, val.images, spec.mean, spec.std)
     cm = confusion(val.labels, probs.argmax(1), len(spec.classes))
     f1 = per_class_f1(cm)
@@ -118,17 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             "train_sampler_first": TRAIN_SEED,
             "val_sampler_first": VAL_SEED,
         },
-        training={
-            **result,
-            "data_seconds": round(t_data, 1),
-            "patches": len(train),
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "augmentation": vars(aug),
-            "threads": args.threads,
-            "total_seconds": round(time.perf_counter() - t0, 1),
-            "continued_from": init or None,
-        },
+        training=training_record(
+            run, result, data_seconds=t_data, patches=len(train), aug=aug, init=init
+        ),
         metrics=metrics,
         pin=("pattern.py", "PATTERN_V1_SHA256"),
         log=log,

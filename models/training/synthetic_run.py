@@ -11,15 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from models.registry import ModelSpec, file_sha256
+from models.registry import ModelSpec, file_sha256, get_spec
+from models.training.augment import StainAugment
 from models.training.card import publish_weights, set_sha256_constant, write_model_card
-from models.training.loop import TrainLog
+from models.training.data import PatchSet, generate_patches
+from models.training.loop import TrainLog, seed_everything, train_steps
+from models.training.slide_tiles import concat, slide_patch_set
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,3 +116,87 @@ def publish_run(
         set_sha256_constant(ROOT / "models" / "zoo" / pin[0], pin[1], sha)
     log(event="done", sha256=sha, **{k: v for k, v in metrics.items() if k != "val_confusion"})
     return sha
+
+
+@dataclass
+class Run:
+    """One synthetic training run: its options, model spec, generator, log and start time."""
+
+    args: argparse.Namespace
+    spec: ModelSpec
+    gen: torch.Generator
+    log: TrainLog
+    t0: float
+
+
+def start_run(args: argparse.Namespace, model_name: str, log_name: str) -> Run:
+    """Set the thread count, seed everything and open the JSON-lines log under ``--cache``."""
+    torch.set_num_threads(args.threads)
+    spec = get_spec(model_name)
+    gen = seed_everything(args.seed)
+    return Run(args, spec, gen, TrainLog(args.cache / log_name), time.perf_counter())
+
+
+def patch_sets(
+    run: Run, size: int, train_seed: int, val_seed: int
+) -> tuple[PatchSet, PatchSet, PatchSet | None]:
+    """(training patches, validation patches, tiles of the ``--slides`` folders or None), all
+    ``size`` px at the model's µm/px (slide tiles half-overlapping)."""
+    a, mpp = run.args, run.spec.input_mpp
+    train = generate_patches(
+        a.kind, a.n_train, size, mpp, train_seed, cache_dir=a.cache, workers=a.workers
+    )
+    val = generate_patches(
+        a.kind, a.n_val, size, mpp, val_seed, cache_dir=a.cache, workers=a.workers
+    )
+    tiles = [slide_patch_set(f, mpp=mpp, size=size, stride=size // 2) for f in a.slides]
+    return train, val, concat(*tiles) if tiles else None
+
+
+def fit(
+    run: Run,
+    model: nn.Module,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    on_eval: Callable[[int], dict[str, float]],
+    eval_every: int,
+) -> dict[str, Any]:
+    """``train_steps`` with the run's steps, learning rate, time budget and log."""
+    a = run.args
+    return train_steps(
+        model,
+        batches,
+        loss_fn,
+        steps=a.steps,
+        lr=a.lr,
+        log=run.log,
+        time_budget_s=a.time_budget_s,
+        on_eval=on_eval,
+        eval_every=eval_every,
+    )
+
+
+def training_record(
+    run: Run,
+    result: dict[str, Any],
+    *,
+    data_seconds: float,
+    patches: int,
+    aug: StainAugment,
+    init: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The card's ``training`` block: loop result, data, batch, learning rate, augmentation."""
+    a = run.args
+    return {
+        **result,
+        "data_seconds": round(data_seconds, 1),
+        "patches": patches,
+        "batch_size": a.batch_size,
+        "lr": a.lr,
+        "augmentation": vars(aug),
+        "threads": a.threads,
+        "total_seconds": round(time.perf_counter() - run.t0, 1),
+        "continued_from": init or None,
+        **extra,
+    }
