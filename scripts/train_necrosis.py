@@ -1,7 +1,8 @@
 """Train the necrosis segmenter (``atc-necrosis-v1``) on synthetic patches with label maps.
 
 Writes ``models/weights/atc-necrosis-v1.pt``, its model card, and pins the new sha256 in
-``models/zoo/necrosis.py``. Fixed seeds; patches are cached so a rerun skips generation.
+``models/zoo/necrosis.py``. Fixed seeds; patches are cached so a rerun skips generation. A lab
+fine-tunes with ``atc-wsi train necrosis`` instead (docs/training.md).
 
     nice -n 10 .venv/bin/python scripts/train_necrosis.py --steps 1200
 """

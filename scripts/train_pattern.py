@@ -1,9 +1,11 @@
 """Train the ATC pattern tile classifier (``atc-pattern-v1``) on synthetic patches.
 
-Writes ``models/weights/atc-pattern-v1.pt``, its model card, and pins the new sha256 in
-``models/zoo/pattern.py``. Fixed seeds; patches are cached so a rerun skips generation.
-
     nice -n 10 .venv/bin/python scripts/train_pattern.py --steps 1500
+
+The weights go to ``models/weights/atc-pattern-v1.pt`` with their model card; the new sha256 is
+pinned in ``models/zoo/pattern.py`` (shared steps: ``models/training/synthetic_run.py``). Seeds
+are fixed and patches cached, so a rerun skips generation. A lab fine-tunes with ``atc-wsi
+train pattern`` instead (docs/training.md).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from models.training import StainAugment
+from models.training import synthetic_run as common
 from models.training.data import (
     PatchSet,
     batch_stream,
@@ -22,15 +25,6 @@ from models.training.data import (
 )
 from models.training.metrics import confusion, macro_f1, per_class_f1
 from models.training.slide_tiles import concat
-from models.training.synthetic_run import (
-    continue_from,
-    fit,
-    patch_sets,
-    publish_run,
-    start_run,
-    synthetic_parser,
-    training_record,
-)
 
 TRAIN_SEED = 1000  # sampler seeds TRAIN_SEED … TRAIN_SEED + calls
 VAL_SEED = 9000  # evaluation slides use seeds ≥ 50000 (scripts/evaluate.py)
@@ -44,14 +38,14 @@ def tile_labels(data: PatchSet) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = synthetic_parser(
+    ap = common.synthetic_parser(
         __doc__, n_train=6000, n_val=600, steps=1500, batch_size=32, lr=3e-3, kind="pattern"
     )
     args = ap.parse_args(argv)
 
-    run = start_run(args, "atc-pattern-v1", "train_pattern.log.jsonl")
+    run = common.start_run(args, "atc-pattern-v1", "train_pattern.log.jsonl")
     spec, gen, log = run.spec, run.gen, run.log
-    train, val, slide_set = patch_sets(run, spec.tile_px, TRAIN_SEED, VAL_SEED)
+    train, val, slide_set = common.patch_sets(run, spec.tile_px, TRAIN_SEED, VAL_SEED)
     if slide_set is not None:
         train = concat(train, slide_set, repeat_last=args.slide_repeat)
     t_data = time.perf_counter() - run.t0
@@ -65,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     model = spec.arch()
-    init = continue_from(model, args.init)
+    init = common.continue_from(model, args.init)
     model = model.to(memory_format=torch.channels_last)
     aug = StainAugment()
     batches = batch_stream(
@@ -80,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         log(step=step, val_macro_f1=round(f1, 4), val_acc=round(float(np.trace(cm) / cm.sum()), 4))
         return {"val_macro_f1": f1}
 
-    result = fit(run, model, batches, loss_fn, on_eval, eval_every=500)
+    result = common.fit(run, model, batches, loss_fn, on_eval, eval_every=500)
     probs = predict(model, val.images, spec.mean, spec.std)
     cm = confusion(val.labels, probs.argmax(1), len(spec.classes))
     f1 = per_class_f1(cm)
@@ -92,23 +86,23 @@ def main(argv: list[str] | None = None) -> int:
         "val_confusion": cm.tolist(),
         "note": "slide-level figures: docs/model-quality.md (scripts/evaluate.py)",
     }
-    publish_run(
+    common.publish_run(
         model,
         spec,
         args,
         argv,
         script="train_pattern.py",
+        pin=("pattern.py", "PATTERN_V1_SHA256"),
+        log=log,
         seeds={
             "torch": args.seed,
             "train_sampler_first": TRAIN_SEED,
             "val_sampler_first": VAL_SEED,
         },
-        training=training_record(
+        training=common.training_record(
             run, result, data_seconds=t_data, patches=len(train), aug=aug, init=init
         ),
         metrics=metrics,
-        pin=("pattern.py", "PATTERN_V1_SHA256"),
-        log=log,
     )
     return 0
 
