@@ -264,19 +264,8 @@ def train(
     """
     from models.device import resolve_device
 
-    if cfg.task not in TASKS:
-        raise InvalidSettingsError(f"unknown task {cfg.task!r}; known: {', '.join(TASKS)}")
-    overlap = {i.name for i in train_items} & {i.name for i in held_items}
-    if overlap:
-        raise InvalidSettingsError(f"slides both trained on and held out: {sorted(overlap)}")
+    spec = _check(cfg, train_items, held_items)
     out.mkdir(parents=True, exist_ok=True)
-    spec = get_spec(cfg.base)
-    wanted = get_spec(default_base(cfg.task)).base or default_base(cfg.task)
-    if (spec.base or spec.name) != wanted:
-        raise InvalidSettingsError(
-            f"--base {cfg.base} is a {spec.base or spec.name} model; task {cfg.task} trains "
-            f"{wanted} or a version of it"
-        )
     device = resolve_device(cfg.device, "fp32")
     gen = seed_everything(cfg.seed)
     task = TASKS[cfg.task]
@@ -317,9 +306,42 @@ def train(
         on_step=on_step,
     )
     model.to("cpu").eval()
-    version = cfg.version or f"{spec.version.split('+')[0]}+ft.{_stamp()}"
     training = {**result, **dataclasses.asdict(cfg), "samples": len(data), "resumed_at": start}
     training.pop("command")
+    return _publish(cfg, spec, model, out, training, train_items, held_items, evaluate)
+
+
+def _check(
+    cfg: TrainConfig, train_items: Sequence[AnnotatedSlide], held_items: Sequence[AnnotatedSlide]
+) -> ModelSpec:
+    """Refuse an unknown task, a slide both trained on and held out, a base of another task."""
+    if cfg.task not in TASKS:
+        raise InvalidSettingsError(f"unknown task {cfg.task!r}; known: {', '.join(TASKS)}")
+    overlap = {i.name for i in train_items} & {i.name for i in held_items}
+    if overlap:
+        raise InvalidSettingsError(f"slides both trained on and held out: {sorted(overlap)}")
+    spec = get_spec(cfg.base)
+    wanted = get_spec(default_base(cfg.task)).base or default_base(cfg.task)
+    if (spec.base or spec.name) != wanted:
+        raise InvalidSettingsError(
+            f"--base {cfg.base} is a {spec.base or spec.name} model; task {cfg.task} trains "
+            f"{wanted} or a version of it"
+        )
+    return spec
+
+
+def _publish(
+    cfg: TrainConfig,
+    spec: ModelSpec,
+    model: nn.Module,
+    out: Path,
+    training: dict[str, Any],
+    train_items: Sequence[AnnotatedSlide],
+    held_items: Sequence[AnnotatedSlide],
+    evaluate: Callable[[str, Sequence[AnnotatedSlide]], dict[str, Any]] | None,
+) -> Path:
+    """Write the model folder, then the held-out metrics into its card; return the card path."""
+    version = cfg.version or f"{spec.version.split('+')[0]}+ft.{_stamp()}"
     data_info = {
         "train_slides": [_slide_row(i) for i in train_items],
         "heldout_slides": [_slide_row(i) for i in held_items],
