@@ -192,3 +192,24 @@ def test_tam_targets_only_inside_fully_annotated_regions(lab: Path, tmp_path: Pa
     peaks = int((tiles.targets[:, 0] >= 0.999).sum())
     in_half = item.ann.points_of("macrophage")[:, 0] < 1300
     assert 0 < peaks <= 2 * int(in_half.sum())
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--holdout", "lab-z"], "--holdout names ['lab-z'] are not slides given"),
+        (["--holdout", "lab-a"], "every slide is held out"),
+        (["--base", "atc-necrosis-v1"], "task pattern trains atc-pattern-v1"),
+        (["--base", "atc-pattern-v1@0.9"], "unknown model 'atc-pattern-v1@0.9'"),
+        (["--from-scratch", "--base", "atc-pattern-v1"], "not both"),
+    ],
+)
+def test_train_refusals_are_one_line(
+    lab: Path, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    args = ["train", "pattern", "--slides", str(lab / "lab-a" / "slide.tiff"), "--annotations",
+            str(lab / "lab-a" / "truth.geojson"), "--out", str(tmp_path / "m"), *extra]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["train", "grading", *args[2:]])
+    assert res.exit_code == 2 and "trains pattern, necrosis, mitosis, tam" in res.output
