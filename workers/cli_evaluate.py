@@ -227,12 +227,6 @@ def evaluate_slides_cmd(
         for row in metrics["slides"]:
             parts = [f"{task} {json.dumps(v)}" for task, v in row.items() if task != "slide"]
             print(f"  {row['slide']}: " + "; ".join(parts))
-        print(
-            f"pooled: {json.dumps(metrics['pooled'].get('pattern_macro_f1'))} pattern macro-F1; "
-            + ", ".join(
-                f"{k} {v}"
-                for k, v in metrics["pooled"].items()
-                if k.startswith(("necrosis", "mitosis", "tripolar", "tam"))
-            )
-        )
+        pooled = {k: v for k, v in metrics["pooled"].items() if k != "pattern_confusion"}
+        print("pooled: " + ", ".join(f"{k} {v}" for k, v in pooled.items()))
         write_metrics(metrics, out)
