@@ -49,7 +49,8 @@ def restain(rgb: np.ndarray) -> np.ndarray:
     resid = od.reshape(-1, 3) - conc @ (RJ / np.linalg.norm(RJ, axis=1, keepdims=True))
     out_od = (np.clip(conc, 0, None) * NEW_SCALE) @ vec + resid
     out = NEW_GLASS * 255.0 * np.power(10.0, -out_od)
-    return np.clip(out, 0, 255).reshape(rgb.shape).astype(np.uint8)
+    restained: np.ndarray = np.clip(out, 0, 255).reshape(rgb.shape).astype(np.uint8)
+    return restained
 
 
 def write_restained(src: Path, dst: Path) -> None:
@@ -57,8 +58,9 @@ def write_restained(src: Path, dst: Path) -> None:
     ``dst`` with its truth files."""
     dst.mkdir(parents=True, exist_ok=True)
     with tifffile.TiffFile(src / "slide.tiff") as tif:
-        level0 = tif.pages[0].asarray()
-        res = tif.pages[0].tags["XResolution"].value
+        page = tif.pages.first
+        level0 = page.asarray()
+        res = page.tags["XResolution"].value
     img = restain(level0)
     with tifffile.TiffWriter(dst / "slide.tiff", bigtiff=True) as tw:
         sub = 0
