@@ -60,7 +60,9 @@ class EngineSettings(_Frozen):
 class PatternSettings(_Frozen):
     """ATC growth-pattern tile classification."""
 
-    model: str = Field("atc-pattern-v1", description="registered tile-classifier name")
+    model: str = Field(
+        "atc-pattern-v1", description="tile classifier: name, name@version or model folder"
+    )
     min_tissue: float = Field(0.25, ge=0, le=1, description="tissue fraction a tile needs")
     mixed_threshold: float = Field(
         0.10, ge=0, le=1, description="a secondary pattern above this share of tumour is 'mixed'"
@@ -73,7 +75,9 @@ class PatternSettings(_Frozen):
 class NecrosisSettings(_Frozen):
     """Necrosis segmentation."""
 
-    model: str = Field("atc-necrosis-v1", description="registered segmentation model name")
+    model: str = Field(
+        "atc-necrosis-v1", description="segmenter: name, name@version or model folder"
+    )
     min_tissue: float = Field(0.02, ge=0, le=1, description="tissue fraction a tile needs")
     threshold: float = Field(
         0.85, gt=0, lt=1, description="necrosis probability cut-off (chosen on validation slides)"
