@@ -184,6 +184,8 @@ class SlideAnnotations:
         points_xy: (n, 2) float64 point coordinates.
         point_classes: class of each point (:data:`POINT_CLASSES`).
         skipped: why objects were skipped, with counts.
+        whole_slide: the file was declared complete over the whole slide (``complete`` is then
+            an unbounded box).
     """
 
     source: str
@@ -192,6 +194,7 @@ class SlideAnnotations:
     points_xy: NDArray[np.float64]
     point_classes: tuple[str, ...]
     skipped: dict[str, int] = field(default_factory=dict)
+    whole_slide: bool = False
 
     def points_of(self, *classes: str) -> NDArray[np.float64]:
         """(k, 2) coordinates of the points of ``classes``."""
@@ -203,7 +206,9 @@ class SlideAnnotations:
         return {
             "region_area_px2": {c: round(float(g.area)) for c, g in self.regions.items()},
             "points": dict(Counter(self.point_classes)),
-            "fully_annotated_px2": round(float(self.complete.area)) if self.complete else 0,
+            "fully_annotated_px2": "whole slide"
+            if self.whole_slide
+            else (round(float(self.complete.area)) if self.complete else 0),
         }
 
     def in_complete(self, xy: NDArray[np.float64]) -> NDArray[np.bool_]:
@@ -360,6 +365,7 @@ def read_annotations(
         points_xy=xy,
         point_classes=tuple(c for _, _, c in points),
         skipped=dict(skipped),
+        whole_slide=fully_annotated,
     )
 
 

@@ -139,6 +139,7 @@ def test_project_truth_geojson_reads(tmp_path: Path) -> None:
     assert ann.regions["squamoid"].area == pytest.approx(64 * 256, rel=0.15)  # contour cuts corners
     assert ann.point_classes == ("mitosis_tripolar", "macrophage")
     assert ann.in_complete(np.array([[1e6, 1e6]])).tolist() == [True]
+    assert ann.counts()["fully_annotated_px2"] == "whole slide"
 
 
 def test_classify_name_kinds() -> None:
