@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from models.errors import UnknownModelError, WeightsError
+from models.errors import WeightsError
 
 Task = Literal["classify", "segment", "detect", "crop_classify"]
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -42,6 +42,10 @@ class ModelSpec:
         version: semantic version of the weights.
         overlap_px: tile overlap in input pixels the model is meant to be run with.
         extra: model-specific constants (e.g. the stitching margin).
+        folder: the model folder of a trained version (``weights_file`` and ``card.json``
+            inside it), or None for a shipped model in ``models/weights``.
+        base: registry name of the shipped model a trained version was derived from (its
+            architecture), or None.
     """
 
     name: str
@@ -58,15 +62,27 @@ class ModelSpec:
     version: str
     overlap_px: int = 0
     extra: Mapping[str, float] = field(default_factory=dict)
+    folder: Path | None = None
+    base: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """``name@version``: the reference that selects exactly these weights."""
+        return f"{self.name}@{self.version}"
 
     @property
     def weights_path(self) -> Path:
         """Absolute path of the weights file."""
+        if self.folder is not None:
+            return self.folder / self.weights_file
         return weights_dir() / self.weights_file
 
     @property
     def card_path(self) -> Path:
-        """Absolute path of the model card JSON (weights file name with ``.json``)."""
+        """Absolute path of the model card JSON (``card.json`` in a model folder, else the
+        weights file name with ``.json``)."""
+        if self.folder is not None:
+            return self.folder / "card.json"
         return self.weights_path.with_suffix(".json")
 
     def card(self) -> dict[str, Any]:
@@ -135,14 +151,22 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """Return the spec registered as ``name``.
+    """Return the spec of a model reference.
+
+    Args:
+        name: a registered name (``atc-pattern-v1``: the shipped weights), ``name@version``
+            (a shipped or trained version, trained ones found under ``$ATC_MODELS_DIR``), or the
+            path of a model folder written by ``atc-wsi train``.
 
     Raises:
-        UnknownModelError: no such model; the message lists the known names.
+        UnknownModelError: no such model or version; the message lists the known ones.
+        WeightsError: a model folder without a readable card.
     """
     _load_builtin()
     if name not in _ENTRIES:
-        raise UnknownModelError(name, list_models())
+        from models import _versions
+
+        return _versions.resolve(name)
     if name not in _SPECS:
         spec = _ENTRIES[name]()
         if spec.name != name:
@@ -201,7 +225,7 @@ def create_model(name: str, *, pretrained: bool = True) -> nn.Module:
     """Build the network registered as ``name`` on CPU, in eval mode.
 
     Args:
-        name: registry name.
+        name: registry name, ``name@version`` or model folder (see :func:`get_spec`).
         pretrained: load the checksummed shipped weights (``False``: random initialisation, for
             training and tests).
 

@@ -8,6 +8,7 @@ option is an error, never silently ignored.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from typing import Literal
 
@@ -59,7 +60,9 @@ class EngineSettings(_Frozen):
 class PatternSettings(_Frozen):
     """ATC growth-pattern tile classification."""
 
-    model: str = Field("atc-pattern-v1", description="registered tile-classifier name")
+    model: str = Field(
+        "atc-pattern-v1", description="tile classifier: name, name@version or model folder"
+    )
     min_tissue: float = Field(0.25, ge=0, le=1, description="tissue fraction a tile needs")
     mixed_threshold: float = Field(
         0.10, ge=0, le=1, description="a secondary pattern above this share of tumour is 'mixed'"
@@ -72,7 +75,9 @@ class PatternSettings(_Frozen):
 class NecrosisSettings(_Frozen):
     """Necrosis segmentation."""
 
-    model: str = Field("atc-necrosis-v1", description="registered segmentation model name")
+    model: str = Field(
+        "atc-necrosis-v1", description="segmenter: name, name@version or model folder"
+    )
     min_tissue: float = Field(0.02, ge=0, le=1, description="tissue fraction a tile needs")
     threshold: float = Field(
         0.85, gt=0, lt=1, description="necrosis probability cut-off (chosen on validation slides)"
@@ -142,7 +147,40 @@ class PipelineSettings(_Frozen):
             raise ValueError(f"analyses lists a name twice: {list(v)}")
         return v
 
+    def model_refs(self) -> dict[str, str]:
+        """The model reference each analysis uses (``tam.ihc`` for the IHC detector)."""
+        return {
+            "pattern": self.pattern.model,
+            "necrosis": self.necrosis.model,
+            "mitosis": self.mitosis.model,
+            "tam": self.tam.model,
+            "tam.ihc": self.tam.ihc_model,
+        }
+
+    def pinned_weights(self) -> dict[str, str]:
+        """sha256 of the weights behind each versioned reference (``name@version`` or a model
+        folder), so that retraining into the same folder changes the configuration hash; bare
+        shipped names are pinned by the code version already. Unresolvable references map to
+        ``"unresolved"`` (the analysis reports the error)."""
+        from models.errors import ModelError
+
+        out = {}
+        for analysis, ref in self.model_refs().items():
+            if "@" not in ref and "/" not in ref and os.sep not in ref:
+                continue
+            from models.registry import get_spec
+
+            try:
+                out[analysis] = get_spec(ref).sha256
+            except ModelError:
+                out[analysis] = "unresolved"
+        return out
+
     def config_hash(self) -> str:
-        """sha256 (first 16 hex) of the settings as canonical JSON: part of the idempotency key."""
+        """sha256 (first 16 hex) of the settings as canonical JSON (with the weights digests of
+        versioned model references): part of the idempotency key."""
         text = self.model_dump_json(exclude={"engine"})
+        pinned = self.pinned_weights()
+        if pinned:
+            text += json.dumps(pinned, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

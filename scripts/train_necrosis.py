@@ -1,42 +1,41 @@
 """Train the necrosis segmenter (``atc-necrosis-v1``) on synthetic patches with label maps.
 
 Writes ``models/weights/atc-necrosis-v1.pt``, its model card, and pins the new sha256 in
-``models/zoo/necrosis.py``. Fixed seeds; patches are cached so a rerun skips generation.
+``models/zoo/necrosis.py``. Fixed seeds; patches are cached so a rerun skips generation. A lab
+fine-tunes with ``atc-wsi train necrosis`` instead (docs/training.md).
 
     nice -n 10 .venv/bin/python scripts/train_necrosis.py --steps 1200
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from models.registry import file_sha256, get_spec
+from models.registry import get_spec
 from models.training import (
     StainAugment,
-    TrainLog,
-    publish_weights,
-    seed_everything,
-    set_sha256_constant,
-    train_steps,
-    write_model_card,
 )
 from models.training.data import PatchSet, batch_stream, generate_patches, predict
 from models.training.metrics import dice
 from models.training.real_eval import segmenter_tile_figures
 from models.training.real_tissue import necrosis_patch_set, training_sets_card
-from models.training.slide_tiles import concat, slide_patch_set
+from models.training.slide_tiles import concat
+from models.training.synthetic_run import (
+    continue_from,
+    fit,
+    patch_sets,
+    publish_run,
+    start_run,
+    synthetic_parser,
+    training_record,
+)
 from wsi.synthetic.classes import pattern_index
 
-ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SEED = 2000
 EXTRA_SEED = 3000  # --extra-kind patches
 VAL_SEED = 9500
@@ -71,37 +70,16 @@ def hardest_tiles(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n-train", type=int, default=3000)
-    ap.add_argument("--n-val", type=int, default=300)
+    ap = synthetic_parser(
+        __doc__, n_train=3000, n_val=300, steps=1200, batch_size=16, lr=3e-3, kind="necrosis"
+    )
     ap.add_argument("--size", type=int, default=192, help="patch edge at 2 µm/px")
-    ap.add_argument("--steps", type=int, default=1200)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--crop", type=int, default=None, help="train on random crops of this size")
-    ap.add_argument("--kind", default="necrosis", help="sample_patches kind with label maps")
     ap.add_argument(
         "--extra-kind",
         default=None,
         help="a second sample_patches kind mixed in (pattern: every class and slide artefacts)",
     )
     ap.add_argument("--n-extra", type=int, default=0, help="patches of --extra-kind")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--time-budget-s", type=float, default=1500.0)
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/atc-train"))
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--no-pin", action="store_true")
-    ap.add_argument("--init", type=Path, default=None, help="continue from these weights")
-    ap.add_argument(
-        "--slides",
-        type=Path,
-        nargs="*",
-        default=[],
-        help="generated training-slide folders whose pyramid tiles join the patches",
-    )
-    ap.add_argument("--slide-repeat", type=int, default=3, help="oversampling of slide tiles")
     ap.add_argument(
         "--hard-repeat",
         type=int,
@@ -116,32 +94,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real-repeat", type=int, default=3, help="oversampling of real tiles")
     args = ap.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    spec = get_spec("atc-necrosis-v1")
-    gen = seed_everything(args.seed)
-    log = TrainLog(args.cache / "train_necrosis.log.jsonl")
-    t0 = time.perf_counter()
-    kw = dict(cache_dir=args.cache, workers=args.workers)
-    train = generate_patches(args.kind, args.n_train, args.size, spec.input_mpp, TRAIN_SEED, **kw)  # type: ignore[arg-type]
-    val = generate_patches(args.kind, args.n_val, args.size, spec.input_mpp, VAL_SEED, **kw)  # type: ignore[arg-type]
+    run = start_run(args, "atc-necrosis-v1", "train_necrosis.log.jsonl")
+    spec, gen, log = run.spec, run.gen, run.log
+    train, val, slide_set = patch_sets(run, args.size, TRAIN_SEED, VAL_SEED)
     if args.extra_kind and args.n_extra:
         extra = generate_patches(
-            args.extra_kind, args.n_extra, args.size, spec.input_mpp, EXTRA_SEED, **kw
-        )  # type: ignore[arg-type]
+            args.extra_kind,
+            args.n_extra,
+            args.size,
+            spec.input_mpp,
+            EXTRA_SEED,
+            cache_dir=args.cache,
+            workers=args.workers,
+        )
         train = concat(train, extra)
-    slide_set: PatchSet | None = None
-    if args.slides:
-        tiles = [
-            slide_patch_set(f, mpp=spec.input_mpp, size=args.size, stride=args.size // 2)
-            for f in args.slides
-        ]
-        slide_set = concat(*tiles)
+    if slide_set is not None:
         train = concat(train, slide_set, repeat_last=args.slide_repeat)
     real_held = None
     if args.real:
         real_set, real_held = necrosis_patch_set(spec.input_mpp, args.size, args.holdout_fold)
         train = concat(train, real_set, repeat_last=args.real_repeat)
-    t_data = time.perf_counter() - t0
+    t_data = time.perf_counter() - run.t0
     assert train.masks is not None and val.masks is not None, "necrosis training needs masks"
     frac = float((train.masks == NECROSIS).mean())
     log(
@@ -153,17 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     model = spec.arch()
-    init: dict[str, object] = {}
-    if args.init is not None:
-        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
-        card_path = args.init.with_suffix(".json")
-        prev = json.loads(card_path.read_text()) if card_path.is_file() else {}
-        init = {
-            "from": str(args.init),
-            "sha256": file_sha256(args.init),
-            "previous_command": prev.get("training_command"),
-            "previous_training": prev.get("training"),
-        }
+    init = continue_from(model, args.init)
     model = model.to(memory_format=torch.channels_last)
     if args.hard_repeat and slide_set is not None:
         # Hard-tile mining: slide tiles the starting model gets most wrong (false necrosis on
@@ -198,50 +161,36 @@ def main(argv: list[str] | None = None) -> int:
         model.train()
         return out
 
-    result = train_steps(
-        model,
-        batches,
-        dice_loss,
-        steps=args.steps,
-        lr=args.lr,
-        log=log,
-        time_budget_s=args.time_budget_s,
-        on_eval=on_eval,
-        eval_every=400,
-    )
-    out = args.out or spec.weights_path
-    sha = publish_weights(model, out)
+    result = fit(run, model, batches, dice_loss, on_eval, eval_every=400)
     metrics = {
         "val_patches_dice": round(float(result["val_dice"]), 4),
         "val_patches_area_error": round(float(result["val_area_error"]), 4),
         "note": "slide-level figures: docs/model-quality.md (scripts/evaluate.py)",
     }
-    write_model_card(
+    publish_run(
+        model,
         spec,
-        sha,
-        command="nice -n 10 .venv/bin/python scripts/train_necrosis.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        args,
+        argv,
+        script="train_necrosis.py",
         seeds={
             "torch": args.seed,
             "train_sampler_first": TRAIN_SEED,
             "extra_sampler_first": EXTRA_SEED if args.extra_kind and args.n_extra else None,
             "val_sampler_first": VAL_SEED,
         },
-        training={
-            **result,
-            "data_seconds": round(t_data, 1),
-            "patches": len(train),
-            "patch_px": args.size,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "augmentation": vars(aug),
-            "threads": args.threads,
-            "total_seconds": round(time.perf_counter() - t0, 1),
-            "continued_from": init or None,
-            "hard_tiles": {"fraction": args.hard_fraction, "repeat": args.hard_repeat}
+        training=training_record(
+            run,
+            result,
+            data_seconds=t_data,
+            patches=len(train),
+            aug=aug,
+            init=init,
+            patch_px=args.size,
+            hard_tiles={"fraction": args.hard_fraction, "repeat": args.hard_repeat}
             if args.hard_repeat
             else None,
-            "real": {
+            real={
                 "sets": training_sets_card(),
                 "weak_masks": "necrotic-osteosarcoma tiles: every tissue pixel necrosis; "
                 "every other real tile: none",
@@ -250,13 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             }
             if args.real
             else None,
-        },
+        ),
         metrics=metrics,
-        path=out.with_suffix(".json"),
+        pin=("necrosis.py", "NECROSIS_V1_SHA256"),
+        log=log,
     )
-    if not args.no_pin and args.out is None:
-        set_sha256_constant(ROOT / "models" / "zoo" / "necrosis.py", "NECROSIS_V1_SHA256", sha)
-    log(event="done", sha256=sha, **metrics)
     return 0
 
 

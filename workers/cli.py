@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "workers.cli_service",
     "workers.cli_view",
     "workers.cli_evaluate",
+    "workers.cli_models",
+    "workers.cli_train",
 )
 
 

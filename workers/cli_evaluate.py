@@ -1,6 +1,7 @@
 """``atc-wsi evaluate``: check a model on a lab's own labelled crops or patches before trusting it.
 
     atc-wsi evaluate mitosis CROPS --mpp 0.25 [--out metrics.json]
+    atc-wsi evaluate slides --slides S.svs --annotations S.geojson [--models pattern=FOLDER]
 
 CROPS is a folder of class folders (``atypical/``, ``normal/``, ``negative/`` …) or a CSV with
 ``file,label`` columns (and optionally ``slide``). The metrics JSON and a one-screen summary
@@ -185,4 +186,47 @@ def evaluate_tissue(
                 m = metrics[key]
                 lines.append(f"{words}: {m['share']:.3f} (n = {m['n']})")
         print_summary(metrics, lines)
+        write_metrics(metrics, out)
+
+
+@evaluate_app.command("slides")
+def evaluate_slides_cmd(
+    slides: list[Path] = typer.Option(..., "--slides", help="slide file or folder (repeatable)"),
+    annotations: list[Path] = typer.Option(
+        ..., "--annotations", help="GeoJSON/CSV file or folder, one file per slide (repeatable)"
+    ),
+    models: list[str] = typer.Option(
+        [], "--models", help="ANALYSIS=MODEL (name, name@version or folder; repeatable)"
+    ),
+    tasks: str | None = typer.Option(
+        None, "--tasks", help="pattern,necrosis,mitosis,tam (default: what is annotated)"
+    ),
+    class_map: Path | None = typer.Option(
+        None, "--class-map", help="YAML/JSON {your name: class} or CSV name,class"
+    ),
+    fully_annotated: bool = typer.Option(
+        False, "--fully-annotated", help="every annotation file covers its whole slide"
+    ),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    mpp: float | None = typer.Option(None, "--mpp", help="µm/px of slides that state none"),
+    out: Path | None = typer.Option(None, "--out", help="write the metrics JSON here"),
+    config: Path | None = typer.Option(None, "--config", help="YAML config file"),
+) -> None:
+    """Annotated slides: pattern macro-F1, necrosis Dice, mitosis F1, TAM density, per slide."""
+    with handle_errors():
+        from models.training.annotated import load_annotated
+        from models.training.slide_eval import check_not_trained_on, evaluate_slides
+        from workers.cli_analyze import _overrides, load_pipeline_settings
+
+        settings = load_pipeline_settings(config, _overrides(device, None, None, models, None))
+        items = load_annotated(slides, annotations, class_map, fully_annotated, mpp)
+        check_not_trained_on(settings, items)
+        wanted = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+        metrics = evaluate_slides(items, settings, wanted)
+        print(f"models: {', '.join(metrics['models'].values())}")
+        for row in metrics["slides"]:
+            parts = [f"{task} {json.dumps(v)}" for task, v in row.items() if task != "slide"]
+            print(f"  {row['slide']}: " + "; ".join(parts))
+        pooled = {k: v for k, v in metrics["pooled"].items() if k != "pattern_confusion"}
+        print("pooled: " + ", ".join(f"{k} {v}" for k, v in pooled.items()))
         write_metrics(metrics, out)

@@ -102,3 +102,7 @@ class SlideColourError(WsiError):
 
 class StageCancelled(WsiError):
     """A slide-side stage (tissue mask, thumbnail) was cancelled between two chunks."""
+
+
+class AnnotationError(WsiError):
+    """An annotation file that cannot be read, or a class name the taxonomy does not know."""

@@ -18,7 +18,9 @@ class _Frozen(BaseModel):
 class MitosisSettings(_Frozen):
     """Mitosis detection and classification (typical vs atypical tripolar)."""
 
-    model: str = Field("atc-mitosis-v1", description="registered crop-classifier model name")
+    model: str = Field(
+        "atc-mitosis-v1", description="mitosis detector: name, name@version or model folder"
+    )
     tile_px: int = Field(512, ge=128, description="tile edge in target px of the mitosis pass")
     overlap_px: int = Field(
         64, ge=0, description="tile overlap (px); detections within half of it of an edge drop"
@@ -110,7 +112,9 @@ class TamSettings(_Frozen):
     stain: Literal["cd68", "cd163"] = Field(
         "cd68", description="IHC marker named in the report when the IHC route runs"
     )
-    model: str = Field("atc-tam-v1", description="registered H&E macrophage point-detector name")
+    model: str = Field(
+        "atc-tam-v1", description="H&E macrophage detector: name, name@version or folder"
+    )
     ihc_mpp: float = Field(
         0.5, gt=0, description="µm/px of the classical IHC pass (ihc_cells: dab_peaks)"
     )

@@ -85,3 +85,70 @@ def set_sha256_constant(module_file: Path, constant: str, sha256: str) -> None:
     if n != 1:
         raise ValueError(f'{constant} = "<64 hex>" found {n} times in {module_file}, expected 1')
     atomic_write_text(module_file, new)
+
+
+def write_model_folder(
+    model: nn.Module,
+    base: ModelSpec,
+    folder: Path,
+    *,
+    name: str,
+    version: str,
+    command: str,
+    training: dict[str, Any],
+    data: dict[str, Any],
+    metrics: dict[str, Any],
+    notes: str = "",
+) -> Path:
+    """Write a versioned model folder: ``weights.pt`` and ``card.json`` (read by the registry).
+
+    Args:
+        model: the trained network (same architecture as ``base``).
+        base: spec of the model it started from (or whose architecture it uses from scratch);
+            the card's ``base`` is the shipped model whose architecture both share.
+        folder: the model folder (created; an existing card is replaced).
+        name: registry name of the new version (``name@version`` selects it).
+        version: its version string (PEP 440, e.g. ``1.1.0+lab.1``).
+        command: the command line that trained it.
+        training: steps, seconds, seed, learning rate, start weights …
+        data: training and held-out slides with their annotation counts.
+        metrics: figures on the held-out slides (never on training slides).
+        notes: free text.
+
+    Returns:
+        The card path.
+    """
+    from models._versions import CARD_FILE, WEIGHTS_FILE
+    from models.analysis import _git_commit, _package_version
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sha256 = publish_weights(model, folder / WEIGHTS_FILE)
+    root = base.base or base.name
+    card = {
+        "name": name,
+        "version": version,
+        "base": root,
+        "started_from": {
+            "ref": base.ref,
+            "folder": None if base.folder is None else str(base.folder),
+            "sha256": base.sha256,
+        },
+        "task": base.task,
+        "architecture": base.arch_name,
+        "classes": list(base.classes),
+        "input_mpp": base.input_mpp,
+        "tile_px": base.tile_px,
+        "weights_file": WEIGHTS_FILE,
+        "sha256": sha256,
+        "code_version": {"package": _package_version(), "git_commit": _git_commit()},
+        "training_command": command,
+        "training": training,
+        "data": data,
+        "metrics": metrics,
+        "trained_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "environment": {"python": sys.version.split()[0], "torch": torch.__version__},
+        "notes": notes,
+    }
+    out = folder / CARD_FILE
+    atomic_write_json(out, card)
+    return out

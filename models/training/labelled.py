@@ -11,7 +11,6 @@ unknown label is an error that lists the known ones.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,23 +115,17 @@ def read_labelled(source: str | Path) -> LabelledImages:
 
 
 def load_label_map(path: str | Path | None) -> dict[str, str]:
-    """Read a user's raw-label → class map (JSON or YAML object); {} for None."""
+    """Read a user's raw-label → class map (YAML/JSON object or two-column CSV); {} for None."""
     if path is None:
         return {}
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise LabelError(f"{p}: cannot read label map ({exc.strerror})") from None
-    if p.suffix.lower() in (".yaml", ".yml"):
-        import yaml
+    from wsi.annotations import read_name_map
+    from wsi.errors import AnnotationError
 
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise LabelError(f"{p}: a label map is an object of raw label → class name")
-    return {str(k).strip().lower(): v for k, v in data.items()}
+    try:
+        data = read_name_map(path)
+    except AnnotationError as exc:
+        raise LabelError(f"{path}: label map: {exc.reason}") from None
+    return {k.strip().lower(): v for k, v in data.items()}
 
 
 def map_labels(

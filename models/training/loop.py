@@ -79,6 +79,11 @@ def train_steps(
     time_budget_s: float | None = None,
     on_eval: Callable[[int], dict[str, float]] | None = None,
     eval_every: int = 0,
+    warmup: int = 50,
+    device: torch.device | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    start_step: int = 0,
+    on_step: Callable[[int, torch.optim.Optimizer], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for ``steps`` optimiser steps (AdamW, cosine schedule).
 
@@ -95,26 +100,36 @@ def train_steps(
             too, so a cut run still ends at a low learning rate.
         on_eval: called every ``eval_every`` steps and at the end; returns metrics to log.
         eval_every: 0 = only at the end.
+        warmup: steps of linear learning-rate warm-up.
+        device: move each batch here (the model must already be there); None = leave as is.
+        optimizer: an AdamW built (and possibly restored from a checkpoint) by the caller.
+        start_step: first step to run (resuming: the steps before it are done and ``batches``
+            has been advanced past them).
+        on_step: called after every step with (steps done, optimizer), e.g. to checkpoint.
 
     Returns:
         ``{"steps": done, "seconds": s, "final_loss": mean of the last 50 losses, **last eval}``.
     """
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     t0 = time.perf_counter()
     losses: list[float] = []
     last_eval: dict[str, float] = {}
-    step = 0
+    step = start_step - 1
     model.train()
-    for step in range(steps):
+    for step in range(start_step, steps):
         used = (time.perf_counter() - t0) / time_budget_s if time_budget_s else 0.0
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, steps, lr, progress=used)
+            group["lr"] = cosine_lr(step, steps, lr, warmup=warmup, progress=used)
         x, y = next(batches)
+        if device is not None:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step + 1, opt)
         if log is not None and (step + 1) % log_every == 0:
             log(
                 step=step + 1,
