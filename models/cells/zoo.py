@@ -14,7 +14,7 @@ from models.cells.mitosis_net import CROP_PX, MEAN, STD, MitosisTileDetector
 from models.registry import ModelSpec, register_model
 from wsi.taxonomy import MITOSIS_CLASSES
 
-MITOSIS_V1_SHA256 = "5b8252c54647d467e92227c15607fcb68085e9e58ea14c4b5c52817b51890025"
+MITOSIS_V1_SHA256 = "6da42d2ffa9a2aa6502c0737028efce37dc123d7b05b419c8ef986cfa787c7bc"
 TAM_V1_SHA256 = "45cf7c3c7ea98bca76c17180fd8f7049b591ddea590e62b445127e173eaa4f36"
 TAM_IHC_V1_SHA256 = "03549c657542dc69956bd42325ccedd2af10ead158bae9695b68ceb0af4e2e4f"
 
@@ -27,7 +27,8 @@ def atc_mitosis_v1() -> ModelSpec:
     """Haematoxylin-peak candidates + a 64 px crop classifier at 0.25 µm/px (see model card).
 
     2.0.0: four classes (negative, typical, atypical, tripolar), trained on real AMi-Br mitoses
-    and real non-mitotic nuclei as well as generated figures.
+    and real non-mitotic nuclei as well as generated figures. 2.1.0: also real tissue scanned at
+    20× (candidates on thyroid and sarcoma tiles as negatives) and crops seen at half resolution.
     """
     return ModelSpec(
         name="atc-mitosis-v1",
@@ -44,7 +45,7 @@ def atc_mitosis_v1() -> ModelSpec:
         std=STD,
         weights_file="atc-mitosis-v1.pt",
         sha256=MITOSIS_V1_SHA256,
-        version="2.0.0",
+        version="2.1.0",
         overlap_px=64,
         extra={"crop_px": float(CROP_PX)},
     )

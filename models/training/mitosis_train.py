@@ -313,10 +313,19 @@ TRAINING_SETS = [
         "MoNuSAC by patient",
     },
     {
-        "name": "ThyHisTer (beatttt/ThyHisTer; benign thyroid patches, about 0.5 µm/px)",
+        "name": "ThyHisTer (beatttt/ThyHisTer; benign and papillary thyroid patches, ~0.5 µm/px)",
         "licence": "none stated",
-        "role": "the detector's candidates on benign thyroid scanned at about 20× as negatives "
-        "(real benign tissue as a 20× slide shows it); slides of fold 1 train, fold 0 validate",
+        "role": "the detector's candidates on thyroid scanned at about 20× as negatives (real "
+        "tissue as a 20× slide shows it); benign slides of fold 1 train, fold 0 (benign and the "
+        "papillary carcinoma slide) validate",
+    },
+    {
+        "name": "Foersch sarcoma tiles (AGFoersch/DeepLearningSarcoma; LMS, SS, UPS; ~0.5 µm/px)",
+        "licence": "none stated",
+        "role": "the detector's candidates on spindle-cell and pleomorphic sarcoma scanned at "
+        "about 20× as negatives (look-alikes of dermal and tumour spindle nuclei; the sarcomas' "
+        "own few mitoses among them are label noise); patients of fold 1 train, fold 0 "
+        "validate (reported, not used for the operating point)",
     },
     {
         "name": "AtNorM-Br (DeepMicroscopy/AMi-Br_Benchmark; TCGA breast)",
@@ -326,8 +335,19 @@ TRAINING_SETS = [
 ]
 
 
-def publish(run: Path, min_score: float, notes: str = "") -> str:
-    """Publish a finished run's weights as ``atc-mitosis-v1``: weights, model card, sha256 pin."""
+def publish(
+    run: Path,
+    min_score: float,
+    notes: str = "",
+    *,
+    stage: str = "real-1",
+    prior_runs: tuple[Path, ...] = (),
+) -> str:
+    """Publish a finished run's weights as ``atc-mitosis-v1``: weights, model card, sha256 pin.
+
+    ``prior_runs``: earlier runs of this version that ``run`` was initialised from, listed in the
+    card's stages before it (named ``stage`` + a, b, …; ``run`` itself is ``stage``).
+    """
     import json
 
     from models.cells import zoo
@@ -360,12 +380,24 @@ def publish(run: Path, min_score: float, notes: str = "") -> str:
     card = json.loads(card_path.read_text())
     card["training_sets"] = TRAINING_SETS
     card["min_score"] = min_score
+    earlier = [json.loads((p / "result.json").read_text()) for p in prior_runs]
     card["stages"] = [
         *old.get("stages", []),
+        *(
+            {
+                "stage": f"{stage}{chr(ord('a') + i)}",
+                "command": r["command"],
+                "seconds": r["training"].get("total_seconds"),
+                "steps": r["training"].get("steps"),
+                "operating_point": r["operating_point"],
+            }
+            for i, r in enumerate(earlier)
+        ),
         {
-            "stage": "real-1",
+            "stage": stage,
             "command": res["command"],
             "seconds": res["training"].get("total_seconds"),
+            "steps": res["training"].get("steps"),
         },
     ]
     card_path.write_text(json.dumps(card, indent=2) + "\n")
