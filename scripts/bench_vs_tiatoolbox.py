@@ -132,14 +132,17 @@ def run_tia(
     return parse_result_line(proc.stdout)
 
 
-def run_atc(slide: Path, out: Path, config: Path | None) -> dict[str, Any]:
-    """Run ``atc-wsi analyze --device cpu`` once (a fresh process) and return its report."""
+def run_atc(slide: Path, out: Path, config: Path | None, root: Path = ROOT) -> dict[str, Any]:
+    """Run ``atc-wsi analyze --device cpu`` once (a fresh process) and return its report.
+
+    ``root`` is the checkout whose code runs (another one gives a before/after comparison).
+    """
     entry = "import sys; from workers.cli import main; sys.argv[0] = 'atc-wsi'; main()"
     cmd = [sys.executable, "-c", entry, "analyze", str(slide), "--out", str(out), "--device", "cpu"]
     if config is not None:
         cmd += ["--config", str(config)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=ROOT)
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=root)
     if proc.returncode != 0:
         raise RuntimeError(f"atc-wsi analyze failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     report: dict[str, Any] = json.loads((out / "report.json").read_text())
@@ -160,7 +163,7 @@ def one_round(args: argparse.Namespace, slide: Path, k: int) -> dict[str, Any]:
             row["tia_total_s"], row["tia_tiles"] = res["total_s"], res["tiles"]
         else:
             with tempfile.TemporaryDirectory(prefix="vs-tia-") as tmp:
-                rep = run_atc(slide, Path(tmp) / "out", args.config)
+                rep = run_atc(slide, Path(tmp) / "out", args.config, args.atc_root)
             row["atc_s_per_mm2"], row["atc_mm2"] = atc_s_per_mm2(rep)
             row["atc_durations_s"] = rep["provenance"]["durations_s"]
             mit = rep.get("mitosis", {})
@@ -187,6 +190,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds (≥ 1)")
     ap.add_argument("--tia-workers", type=int, default=2, help="TIAToolbox DataLoader workers")
     ap.add_argument("--config", type=Path, help="atc-wsi YAML configuration")
+    ap.add_argument(
+        "--atc-root",
+        type=Path,
+        default=ROOT,
+        help="checkout whose atc-wsi code runs (default: this one; e.g. an export of main for "
+        "a before/after comparison)",
+    )
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args()
     if args.rounds < 1:
@@ -205,7 +215,12 @@ def main() -> None:
             flush=True,
         )
         rounds.append(row)
-    result = {"slide": str(slide), **summarise(rounds), "per_round": rounds}
+    result = {
+        "slide": str(slide),
+        "atc_root": str(args.atc_root),
+        **summarise(rounds),
+        "per_round": rounds,
+    }
     print(
         f"TIAToolbox {result['tia_s_per_mm2']} s/mm², atc-wsi {result['atc_s_per_mm2']} s/mm², "
         f"ratio {result['ratio']} (> 1: atc-wsi's four analyses cost less per mm²)"
