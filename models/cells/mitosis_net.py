@@ -100,6 +100,7 @@ class MitosisTileDetector(nn.Module):
         self.crop_px = int(crop_px)
         self.crop_chunk = 1024  # crops per classifier call: bounds activation memory
         self.tta_floor = 1.0  # candidates with P(mitosis) ≥ this are re-scored over 8 views
+        self.margin_px = 0.0  # tile margin whose candidates a scanned neighbour owns (forward)
         self.mpp = float(mpp)
         self.min_distance_um = float(min_distance_um)
         inv = np.linalg.pinv(HED.vectors)[:, 0].astype(np.float32)
@@ -117,12 +118,15 @@ class MitosisTileDetector(nn.Module):
         max_candidates: int,
         stride: int = 2,
         tta_floor: float = 1.0,
+        margin_px: float = 0.0,
     ) -> None:
-        """Set the candidate stage's thresholds, grid stride and re-scoring floor.
+        """Set the candidate stage's thresholds, grid stride, re-scoring floor and tile margin.
 
-        The values come from ``MitosisSettings``; ``tta_floor`` ≥ 1 turns re-scoring off.
+        The values come from ``MitosisSettings``; ``tta_floor`` ≥ 1 turns re-scoring off;
+        ``margin_px`` is the accumulator's margin (half the tile overlap, input px).
         """
         self.tta_floor = float(tta_floor)
+        self.margin_px = float(margin_px)
         self.min_od = float(min_od)
         self.max_candidates = int(max_candidates)
         self._set_grid(stride, sigma_um)
@@ -171,6 +175,22 @@ class MitosisTileDetector(nn.Module):
             last = torch.tensor([x.shape[-2] - 1, x.shape[-1] - 1], device=rc.device)
             rc = torch.minimum(rc * self.stride + self.stride // 2, last)
         return rc, val
+
+    def _leave_to_neighbours(
+        self, rc: torch.Tensor, val: torch.Tensor, neighbours: torch.Tensor, height: int, width: int
+    ) -> torch.Tensor:
+        """Return ``val`` with −1 (padding) where a candidate lies in a margin a neighbour owns.
+
+        The sides are found exactly as ``PointAccumulator.store_tile`` finds them: row (column)
+        below ``margin_px`` is side 0, at or above the size − ``margin_px`` side 2, else 1.
+        """
+        m = self.margin_px
+        r, c = rc[..., 0].float(), rc[..., 1].float()
+        di = (r >= m).long() + (r >= height - m).long()
+        dj = (c >= m).long() + (c >= width - m).long()
+        b = torch.arange(rc.shape[0], device=rc.device).view(-1, 1).expand_as(di)
+        owned_elsewhere = neighbours.to(torch.bool)[b, di, dj]
+        return torch.where(owned_elsewhere, torch.full_like(val, -1.0), val)
 
     def crops(self, x: torch.Tensor, rc: torch.Tensor) -> torch.Tensor:
         """Return (B·K, 3, crop, crop) crops centred on ``rc`` (B, K, 2) (padding: white)."""
@@ -221,12 +241,18 @@ class MitosisTileDetector(nn.Module):
         out[sel] = p
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, neighbours: torch.Tensor | None = None) -> torch.Tensor:
         """Return (B, K, 3 + n_classes): row, col, candidate OD, then P(each class).
 
         Rows with OD < 0 are padding (fewer than K candidates) and carry P(negative) = 1.
+        ``neighbours`` (B, 3, 3) bool (``PointAccumulator.neighbours_scanned``) says which
+        neighbouring tiles the pass scans: candidates in the margin (``margin_px``) towards one
+        of them are that tile's to report, so they are not classified here and come out as
+        padding. The top-K selection is made before, so the other candidates are unchanged.
         """
         rc, val = self.candidates(x)
+        if neighbours is not None and self.margin_px > 0:
+            val = self._leave_to_neighbours(rc, val, neighbours, x.shape[-2], x.shape[-1])
         b, k = val.shape
         probs = torch.zeros((b * k, self.n_classes), device=x.device)
         probs[:, 0] = 1.0
