@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -154,7 +155,7 @@ def one_round(args: argparse.Namespace, slide: Path, k: int) -> dict[str, Any]:
     row: dict[str, Any] = {"round": k + 1, "load_before": [round(v, 2) for v in os.getloadavg()]}
     first_tia = k % 2 == 0
     for which in ("tia", "atc") if first_tia else ("atc", "tia"):
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _children_cpu_s()
         if which == "tia":
             res = run_tia(
                 args.tia_python, args.kit, slide, tile_px=224, mpp=0.5, workers=args.tia_workers
@@ -172,8 +173,17 @@ def one_round(args: argparse.Namespace, slide: Path, k: int) -> dict[str, Any]:
                 "macrophages": rep.get("tam", {}).get("macrophages"),
             }
         row[f"{which}_process_s"] = round(time.perf_counter() - t0, 2)
+        # user + system CPU of the whole process tree (loader workers included): on a shared
+        # machine far steadier than wall time, though it also counts start-up and writing
+        row[f"{which}_process_cpu_s"] = round(_children_cpu_s() - cpu0, 2)
     row["load_after"] = [round(v, 2) for v in os.getloadavg()]
     return row
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of all finished child processes (and their children)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def main() -> None:
@@ -211,7 +221,8 @@ def main() -> None:
             f"round {row['round']}: TIAToolbox {row['tia_s_per_mm2']:.3f} s/mm² "
             f"({row['tia_total_s']:.1f} s, {row['tia_tiles']} patches), atc-wsi "
             f"{row['atc_s_per_mm2']:.3f} s/mm² ({row['atc_durations_s']['total']:.1f} s, "
-            f"{row['atc_mm2']:.2f} mm²), load {row['load_before']} -> {row['load_after']}",
+            f"{row['atc_mm2']:.2f} mm²), process CPU s TIAToolbox {row['tia_process_cpu_s']} / "
+            f"atc-wsi {row['atc_process_cpu_s']}, load {row['load_before']} -> {row['load_after']}",
             flush=True,
         )
         rounds.append(row)
