@@ -42,6 +42,9 @@ CancelFn = Callable[[], bool]
 #: Maps the model's output (a tensor, or a tuple of tensors for a model with several outputs,
 #: each cast to float32) to named arrays for the accumulators.
 HeadFn = Callable[[Any], Mapping[str, torch.Tensor]]
+#: Extra keyword inputs of the model's forward for one batch, from the batch's grid indices
+#: (per-tile facts the pixels do not carry, e.g. which neighbouring tiles the pass scans).
+TileInputsFn = Callable[[NDArray[np.int64]], Mapping[str, torch.Tensor]]
 
 
 def softmax_head(logits: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -170,19 +173,22 @@ class Engine:
         head: HeadFn,
         *,
         tile_stats: bool = False,
+        tile_inputs: Mapping[str, torch.Tensor] | None = None,
     ) -> dict[str, NDArray[np.float32]]:
         """Run one batch of (B, H, W, 3) uint8 tiles through ``model`` and ``head``.
 
         With ``tile_stats`` the outputs also hold ``focus``: the variance of the Laplacian of
-        each tile's grey image (0–255 scale; low = blurred).
+        each tile's grey image (0–255 scale; low = blurred). ``tile_inputs`` are passed to the
+        model's forward as keyword arguments (on the device).
         """
         dev = self.device
+        extra = {k: v.to(dev.device) for k, v in (tile_inputs or {}).items()}
         with torch.inference_mode():
             with torch.autocast(
                 dev.device.type, dtype=dev.amp_dtype, enabled=dev.amp_dtype is not None
             ):
                 x = self._to_input(images, spec)
-                raw = model(x)
+                raw = model(x, **extra)
                 if isinstance(raw, torch.Tensor):
                     out = dict(head(raw.float()))
                 else:  # several outputs (e.g. peaks and a stain map)
@@ -205,6 +211,7 @@ class Engine:
         work_dir: Path | None = None,
         tag: str = "model",
         tile_stats: bool = False,
+        tile_inputs: TileInputsFn | None = None,
     ) -> EngineStats:
         """Run ``model`` over the tiles of ``reader`` and stream outputs into ``accumulators``.
 
@@ -220,6 +227,7 @@ class Engine:
             work_dir: folder for chunk checkpoints (none: no checkpoints).
             tag: checkpoint name prefix, unique per engine run of an analysis.
             tile_stats: add per-tile ``focus`` (Laplacian variance) to the outputs.
+            tile_inputs: extra keyword inputs of the model per batch (see ``TileInputsFn``).
 
         Raises:
             AnalysisCancelled: ``cancel()`` returned True.
@@ -250,7 +258,7 @@ class Engine:
         net = self.prepare(model) if todo else model
         bs = self.settings.batch_size
         stream = self._compute(
-            net, spec, reader, chunks, todo, accumulators, head, cancel, tile_stats
+            net, spec, reader, chunks, todo, accumulators, head, cancel, tile_stats, tile_inputs
         )
         for k, meta_ok in stream:
             chunk = chunks[k]
@@ -285,6 +293,7 @@ class Engine:
         head: HeadFn,
         cancel: CancelFn | None,
         tile_stats: bool,
+        tile_inputs: TileInputsFn | None,
     ) -> Iterator[tuple[int, NDArray[np.bool_]]]:
         """Compute the chunks ``todo``; yield (k, per-tile ok flags) as each chunk completes."""
         if not todo:
@@ -307,7 +316,10 @@ class Engine:
                 l0_xy=torch.stack([batch["l0_x"], batch["l0_y"]], 1).numpy().astype(np.int64),
                 ok=batch["ok"].numpy().astype(bool),
             )
-            outputs = self.forward(net, spec, batch["image"], head, tile_stats=tile_stats)
+            extra = tile_inputs(meta.index) if tile_inputs is not None else None
+            outputs = self.forward(
+                net, spec, batch["image"], head, tile_stats=tile_stats, tile_inputs=extra
+            )
             for acc in accumulators:
                 acc.add(outputs, meta)
             k = owner[b]

@@ -78,17 +78,27 @@ def model_limit(slide: Path, run: EngineRun, settings: Settings, seconds: float)
     batch = settings.engine.batch_size
     order = _order(run)
     reader = TileReader(slide, run.grid)
-    sample = [reader.read(i)["image"] for i in (order * batch)[: 2 * batch]]
+    picked = (order * batch)[: 2 * batch]
+    sample = [reader.read(i)["image"] for i in picked]
     reader.close()
     batches = [torch.from_numpy(np.stack(sample[k : k + batch])) for k in (0, batch)]
+    # the per-batch model inputs the analysis gave the engine (e.g. scanned neighbours)
+    extras = [
+        run.tile_inputs(np.asarray(picked[k : k + batch], dtype=np.int64))
+        if run.tile_inputs is not None
+        else None
+        for k in (0, batch)
+    ]
 
-    def step(images: torch.Tensor) -> None:
-        engine.forward(net, run.spec, images, run.head, tile_stats=run.tile_stats)
+    def step(k: int) -> None:
+        engine.forward(
+            net, run.spec, batches[k], run.head, tile_stats=run.tile_stats, tile_inputs=extras[k]
+        )
 
-    step(batches[0])  # warm-up
+    step(0)  # warm-up
     done, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        step(batches[done // batch % 2])
+        step(done // batch % 2)
         done += batch
     return done / (time.perf_counter() - t0)
 

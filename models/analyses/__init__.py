@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from models.accumulate import Accumulator
     from models.device import DeviceChoice
-    from models.engine import Engine, EngineStats, HeadFn
+    from models.engine import Engine, EngineStats, HeadFn, TileInputsFn
     from models.registry import ModelSpec
     from models.settings import PipelineSettings
     from wsi.slide import Slide
@@ -76,6 +76,7 @@ class EngineRun:
         head: the head applied to the logits.
         tile_stats: whether per-tile focus was computed.
         stats: what the engine reported.
+        tile_inputs: the per-batch extra model inputs (None: none).
     """
 
     tag: str
@@ -86,6 +87,7 @@ class EngineRun:
     head: HeadFn
     tile_stats: bool
     stats: EngineStats
+    tile_inputs: TileInputsFn | None = None
 
 
 @dataclass
@@ -179,10 +181,12 @@ class AnalysisContext:
         head: HeadFn | None = None,
         indices: NDArray[np.int64] | None = None,
         tile_stats: bool = False,
+        tile_inputs: TileInputsFn | None = None,
     ) -> EngineStats:
         """Run ``model`` over ``grid`` with this context's engine, progress, cancel and work_dir.
 
-        ``tag`` names the progress stage and the checkpoint files (unique per engine run).
+        ``tag`` names the progress stage and the checkpoint files (unique per engine run);
+        ``tile_inputs`` gives the model per-batch extra inputs (``models.engine.TileInputsFn``).
         """
         from models.engine import softmax_head
         from wsi.tiling import TileReader
@@ -200,8 +204,11 @@ class AnalysisContext:
             work_dir=self.work_dir,
             tag=tag,
             tile_stats=tile_stats,
+            tile_inputs=tile_inputs,
         )
-        run = EngineRun(tag, model, spec, grid, indices, head or softmax_head, tile_stats, stats)
+        run = EngineRun(
+            tag, model, spec, grid, indices, head or softmax_head, tile_stats, stats, tile_inputs
+        )
         self.engine_runs.append(run)
         return stats
 

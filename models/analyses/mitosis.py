@@ -27,6 +27,7 @@ from models.cells.candidates import cluster_points
 from models.cells.mitosis_net import MitosisTileDetector
 from models.cells.points import PointAccumulator
 from models.cells.stain import stain_evidence
+from models.engine import TileInputsFn
 from wsi.results import Circle, PointSet, RasterMap
 from wsi.taxonomy import MITOSIS_CLASSES, MITOSIS_DISPLAY
 from wsi.tiling import TileGrid
@@ -209,6 +210,7 @@ class MitosisAnalysis:
         if warning is not None:
             return AnalysisOutput(self.name, report={"warnings": [warning], "count_total": None})
         spec, model = ctx.model(ms.model)
+        detector = isinstance(model, MitosisTileDetector)
         if isinstance(model, MitosisTileDetector):
             model.configure(
                 min_od=ms.candidate_min_od,
@@ -216,6 +218,7 @@ class MitosisAnalysis:
                 max_candidates=ms.max_candidates,
                 stride=ms.candidate_stride,
                 tta_floor=ms.tta_floor,
+                margin_px=ms.overlap_px / 2,
             )
         grid = TileGrid.for_slide(
             ctx.slide,
@@ -249,6 +252,9 @@ class MitosisAnalysis:
             indices=indices,
             head=_head,
             tile_stats=judge_focus,
+            # candidates in a margin a scanned neighbour owns are not classified (the
+            # accumulator would drop them): about a third of the crops, same detections
+            tile_inputs=_neighbour_inputs(acc) if detector else None,
         )
         mpp = ctx.slide.mpp
         det = finalise_detections(acc.finalize(), ms.nms_um / mpp)
@@ -334,3 +340,12 @@ def ihc_warning(ctx: AnalysisContext) -> str | None:
 
 def _head(out: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"det": out}
+
+
+def _neighbour_inputs(acc: PointAccumulator) -> TileInputsFn:
+    """Per-batch ``neighbours`` input of the detector: which neighbours the pass scans."""
+
+    def inputs(index: NDArray[np.int64]) -> dict[str, torch.Tensor]:
+        return {"neighbours": torch.from_numpy(acc.neighbours_scanned(index))}
+
+    return inputs

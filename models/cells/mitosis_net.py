@@ -29,13 +29,26 @@ CROP_PX = 64
 def max_filter(h: torch.Tensor, radius: int) -> torch.Tensor:
     """Return the (2·radius + 1)² moving maximum of (B, C, H, W) ``h`` (borders: −inf padding).
 
-    Done as a row pass then a column pass: identical to one square ``max_pool2d`` and, for the
-    25 px window of the mitosis pass, about 8× cheaper on CPU (PyTorch's square CPU max-pool
-    visits every window element).
+    Done as a row pass then a column pass, each by doubling windows (the maximum of two shifted
+    copies covers twice the window): identical to one square ``max_pool2d`` (a maximum has no
+    rounding) and, for the 13 × 13 grid-pixel window of the mitosis pass, about 1.6× cheaper on
+    CPU than two 1-D ``max_pool2d`` passes, which were already 8× cheaper than the square one.
     """
-    size = 2 * radius + 1
-    m = F.max_pool2d(h, (1, size), stride=1, padding=(0, radius))
-    return F.max_pool2d(m, (size, 1), stride=1, padding=(radius, 0))
+    return _moving_max(_moving_max(h, radius, 3), radius, 2)
+
+
+def _moving_max(h: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Moving maximum over ``[i − radius, i + radius]`` along ``dim`` (2 or 3), −inf outside."""
+    size, n = 2 * radius + 1, h.shape[dim]
+    pad = (radius, radius, 0, 0) if dim == 3 else (0, 0, radius, radius)
+    m = F.pad(h, pad, value=float("-inf"))
+    width = 1  # m[i] = max of the padded input over [i, i + width)
+    while width < size:
+        step = min(width, size - width)
+        length = m.shape[dim] - step
+        m = torch.maximum(m.narrow(dim, 0, length), m.narrow(dim, step, length))
+        width += step
+    return m.narrow(dim, 0, n)
 
 
 def _gaussian_kernel(sigma_px: float) -> torch.Tensor:
@@ -87,6 +100,7 @@ class MitosisTileDetector(nn.Module):
         self.crop_px = int(crop_px)
         self.crop_chunk = 1024  # crops per classifier call: bounds activation memory
         self.tta_floor = 1.0  # candidates with P(mitosis) ≥ this are re-scored over 8 views
+        self.margin_px = 0.0  # tile margin whose candidates a scanned neighbour owns (forward)
         self.mpp = float(mpp)
         self.min_distance_um = float(min_distance_um)
         inv = np.linalg.pinv(HED.vectors)[:, 0].astype(np.float32)
@@ -104,12 +118,15 @@ class MitosisTileDetector(nn.Module):
         max_candidates: int,
         stride: int = 2,
         tta_floor: float = 1.0,
+        margin_px: float = 0.0,
     ) -> None:
-        """Set the candidate stage's thresholds, grid stride and re-scoring floor.
+        """Set the candidate stage's thresholds, grid stride, re-scoring floor and tile margin.
 
-        The values come from ``MitosisSettings``; ``tta_floor`` ≥ 1 turns re-scoring off.
+        The values come from ``MitosisSettings``; ``tta_floor`` ≥ 1 turns re-scoring off;
+        ``margin_px`` is the accumulator's margin (half the tile overlap, input px).
         """
         self.tta_floor = float(tta_floor)
+        self.margin_px = float(margin_px)
         self.min_od = float(min_od)
         self.max_candidates = int(max_candidates)
         self._set_grid(stride, sigma_um)
@@ -126,9 +143,15 @@ class MitosisTileDetector(nn.Module):
         The result is (B, 1, H / stride, W / stride): the OD is averaged over stride × stride
         pixels before the (separable) Gaussian.
         """
-        rgb = (x.float() * self.std + self.mean).clamp(1.0 / 255.0, 1.0)
-        od = -torch.log10(rgb)
-        h = (od * self.h_col).sum(1, keepdim=True)
+        b, c, height, width = x.shape
+        # (B, H, W, C) pixels (a view of a channels_last batch): one float copy transformed in
+        # place, then the channel weighting as a (…, C) @ (C, 1) product; the one-channel plane
+        # comes out in plain NCHW strides (CPU pooling kernels are several times slower on a
+        # one-channel plane with channels_last strides)
+        px = x.float().permute(0, 2, 3, 1)
+        log_rgb = torch.addcmul(self.mean.view(c), px, self.std.view(c))
+        log_rgb.clamp_(1.0 / 255.0, 1.0).log10_()
+        h = (log_rgb @ self.h_col.view(c, 1).neg()).view(b, 1, height, width)
         if self.stride > 1:
             h = F.avg_pool2d(h, self.stride, ceil_mode=True)
         k = self.kernel
@@ -153,6 +176,22 @@ class MitosisTileDetector(nn.Module):
             rc = torch.minimum(rc * self.stride + self.stride // 2, last)
         return rc, val
 
+    def _leave_to_neighbours(
+        self, rc: torch.Tensor, val: torch.Tensor, neighbours: torch.Tensor, height: int, width: int
+    ) -> torch.Tensor:
+        """Return ``val`` with −1 (padding) where a candidate lies in a margin a neighbour owns.
+
+        The sides are found exactly as ``PointAccumulator.store_tile`` finds them: row (column)
+        below ``margin_px`` is side 0, at or above the size − ``margin_px`` side 2, else 1.
+        """
+        m = self.margin_px
+        r, c = rc[..., 0].float(), rc[..., 1].float()
+        di = (r >= m).long() + (r >= height - m).long()
+        dj = (c >= m).long() + (c >= width - m).long()
+        b = torch.arange(rc.shape[0], device=rc.device).view(-1, 1).expand_as(di)
+        owned_elsewhere = neighbours.to(torch.bool)[b, di, dj]
+        return torch.where(owned_elsewhere, torch.full_like(val, -1.0), val)
+
     def crops(self, x: torch.Tensor, rc: torch.Tensor) -> torch.Tensor:
         """Return (B·K, 3, crop, crop) crops centred on ``rc`` (B, K, 2) (padding: white)."""
         b, k = rc.shape[:2]
@@ -163,17 +202,22 @@ class MitosisTileDetector(nn.Module):
         """Return (N, 3, crop, crop) crops of tiles ``bi`` (N,) centred on ``rc`` (N, 2).
 
         Each crop covers input rows ``r − crop/2 … r + crop/2 − 1`` (likewise columns); pixels
-        beyond the tile are white. Crops are slices of one padded copy of the batch, so the
-        cost is one copy per crop, not an index tensor per pixel.
+        beyond the tile are white. Each crop is one copy of the part of the tile it covers into
+        a white (N, crop, crop, C) buffer, returned as a channels_last view: no padded copy of
+        the batch and no index tensor per pixel.
         """
-        half = self.crop_px // 2
-        if len(bi) == 0:
-            return x.new_zeros((0, x.shape[1], self.crop_px, self.crop_px))
-        white = ((1.0 - self.mean) / self.std).to(x.dtype)
-        pad = F.pad(x - white, (half, half, half, half)) + white
-        size = self.crop_px
+        size, half = self.crop_px, self.crop_px // 2
+        n_ch, height, width = x.shape[1], x.shape[2], x.shape[3]
+        white = ((1.0 - self.mean) / self.std).to(x.dtype).view(1, 1, 1, -1)
+        out = white.expand(len(bi), size, size, n_ch).contiguous()
+        src = x.permute(0, 2, 3, 1)  # (B, H, W, C): a plain view of a channels_last batch
         idx = torch.cat([bi.view(-1, 1), rc.view(-1, 2)], 1).tolist()
-        return torch.stack([pad[i, :, r : r + size, c : c + size] for i, r, c in idx])
+        for k, (i, r, c) in enumerate(idx):
+            r0, c0 = r - half, c - half
+            r_lo, r_hi = max(r0, 0), min(r0 + size, height)
+            c_lo, c_hi = max(c0, 0), min(c0 + size, width)
+            out[k, r_lo - r0 : r_hi - r0, c_lo - c0 : c_hi - c0] = src[i, r_lo:r_hi, c_lo:c_hi]
+        return out.permute(0, 3, 1, 2)
 
     def classify(self, crops: torch.Tensor) -> torch.Tensor:
         """Return (N, n_classes) class probabilities of (N, 3, crop, crop) crops, in chunks."""
@@ -197,12 +241,18 @@ class MitosisTileDetector(nn.Module):
         out[sel] = p
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, neighbours: torch.Tensor | None = None) -> torch.Tensor:
         """Return (B, K, 3 + n_classes): row, col, candidate OD, then P(each class).
 
         Rows with OD < 0 are padding (fewer than K candidates) and carry P(negative) = 1.
+        ``neighbours`` (B, 3, 3) bool (``PointAccumulator.neighbours_scanned``) says which
+        neighbouring tiles the pass scans: candidates in the margin (``margin_px``) towards one
+        of them are that tile's to report, so they are not classified here and come out as
+        padding. The top-K selection is made before, so the other candidates are unchanged.
         """
         rc, val = self.candidates(x)
+        if neighbours is not None and self.margin_px > 0:
+            val = self._leave_to_neighbours(rc, val, neighbours, x.shape[-2], x.shape[-1])
         b, k = val.shape
         probs = torch.zeros((b * k, self.n_classes), device=x.device)
         probs[:, 0] = 1.0

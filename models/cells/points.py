@@ -73,6 +73,24 @@ class PointAccumulator:
             det = self.decode(raw[b]) if meta.ok[b] else np.zeros((0, 2 + self.n_features))
             self.store_tile(int(tile), meta.l0_xy[b], det)
 
+    def neighbours_scanned(self, tiles: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Return (n, 3, 3): whether the neighbour at (row offset + 1, column offset + 1) of each
+        tile is scanned, i.e. whether this tile's margin on that side is left to it.
+
+        The centre is False. Without a grid every margin is left to a neighbour. A detector can
+        skip what lies in those margins: :meth:`store_tile` would drop it.
+        """
+        tiles = np.asarray(tiles, dtype=np.int64).reshape(-1)
+        if self._ij is None or self._lattice is None:
+            out = np.ones((len(tiles), 3, 3), dtype=bool)
+        else:
+            ij = self._ij[tiles]
+            rows = ij[:, 0, None, None] + np.arange(3)[None, :, None]
+            cols = ij[:, 1, None, None] + np.arange(3)[None, None, :]
+            out = self._lattice[rows, cols]
+        out[:, 1, 1] = False
+        return out
+
     def store_tile(
         self, tile: int, l0_xy: NDArray[np.int64], det: NDArray[np.floating[Any]]
     ) -> None:

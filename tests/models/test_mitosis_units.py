@@ -43,6 +43,28 @@ def test_candidates_find_dark_blob_and_crops_are_centred(stride: int) -> None:
     assert torch.allclose(out[0, 1:, 3], torch.ones(det.max_candidates - 1))
 
 
+def test_candidates_left_to_neighbours_are_not_classified_and_the_rest_unchanged() -> None:
+    img = np.full((2, 160, 160, 3), 235, dtype=np.uint8)
+    for r, c in [(8, 80), (80, 8), (152, 80), (80, 152), (80, 80), (40, 40), (120, 120)]:
+        img[:, r - 6 : r + 7, c - 6 : c + 7] = (40, 30, 90)  # dark blobs, 4 in the margins
+    x = torch.cat([_norm(im) for im in img]).contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    det = MitosisTileDetector().eval()
+    det.configure(min_od=0.3, sigma_um=1.5, max_candidates=64, margin_px=16)
+    nb = torch.zeros((2, 3, 3), dtype=torch.bool)
+    nb[0, 2, :] = True  # tile 0: the tiles below it are scanned
+    nb[1] = True  # tile 1: all neighbours scanned
+    nb[1, 1, 1] = False
+    with torch.inference_mode():
+        full, skipped = det(x), det(x, neighbours=nb)
+    r, c = full[..., 0], full[..., 1]
+    side = lambda v: (v >= 16).long() + (v >= 160 - 16).long()  # noqa: E731
+    left = nb[torch.arange(2).view(-1, 1), side(r), side(c)] & (full[..., 2] >= 0)
+    assert left[0].any() and left[1].any() and (~left & (full[..., 2] >= 0)).any()
+    assert (skipped[left][:, 2] == -1).all()  # not classified: padding
+    torch.testing.assert_close(skipped[~left], full[~left], rtol=0, atol=1e-5)
+
+
 def test_point_accumulator_margin_level0_and_state_roundtrip() -> None:
     acc = PointAccumulator("det", decode_tile(0.5), 4, l0_per_px=2.0, tile_px=100, margin_px=10)
     raw = np.full((2, 4, 7), -1.0, dtype=np.float32)

@@ -62,3 +62,22 @@ def test_owner_sees_the_detection_in_its_core() -> None:
     l0 = grid.l0_xy[t0] + np.array([200.0 + 0.5, 500.0 + 0.5])  # (x, y) of row 500, col 200
     row_in_t1 = l0[1] - grid.l0_xy[t1][1] - 0.5
     assert 32 <= row_in_t1 < 512 - 32
+
+
+def test_neighbours_scanned_is_what_store_tile_leaves_to_them() -> None:
+    grid = _grid()
+    t0 = _tile_at(grid, 0, 0)
+    right = _tile_at(grid, 0, 1)
+    scanned = np.array([k for k in range(len(grid)) if k != right])
+    nb = _acc(grid=grid, scanned=scanned).neighbours_scanned(np.array([t0]))[0]
+    # above and left of tile (0, 0) is no tile; right is not scanned; below and below-right are
+    assert nb.tolist() == [[False, False, False], [False, False, False], [False, True, True]]
+    # every detection in a margin flagged here is one store_tile drops, and only those
+    rng = np.random.default_rng(0)
+    dets = np.column_stack([rng.integers(0, 512, (400, 2)), np.arange(400.0)]).astype(float)
+    acc = _acc(grid=grid, scanned=scanned)
+    acc.store_tile(t0, grid.l0_xy[t0], dets)
+    side = lambda v: np.where(v < 32, 0, np.where(v >= 512 - 32, 2, 1))  # noqa: E731
+    flagged = nb[side(dets[:, 0]), side(dets[:, 1])]
+    assert sorted(acc.finalize()[:, 2].tolist()) == dets[~flagged, 2].tolist()
+    assert _acc().neighbours_scanned(np.array([t0]))[0].sum() == 8  # no grid: all margins
