@@ -54,7 +54,7 @@ class MitosisSettings(_Frozen):
         "flips/rotations of their crop (1: off)",
     )
     min_score: float = Field(
-        0.85, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
+        0.93, ge=0, le=1, description="a candidate is a mitosis when P(mitosis) is at least this"
     )
     min_relative_focus: float = Field(
         0.35,

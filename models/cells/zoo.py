@@ -14,7 +14,7 @@ from models.cells.mitosis_net import CROP_PX, MEAN, STD, MitosisTileDetector
 from models.registry import ModelSpec, register_model
 from wsi.taxonomy import MITOSIS_CLASSES
 
-MITOSIS_V1_SHA256 = "6da42d2ffa9a2aa6502c0737028efce37dc123d7b05b419c8ef986cfa787c7bc"
+MITOSIS_V1_SHA256 = "5eb6ed11a37f0867ca68124852121563f55eb30337d5fdecf041a72bc9b1290c"
 TAM_V1_SHA256 = "45cf7c3c7ea98bca76c17180fd8f7049b591ddea590e62b445127e173eaa4f36"
 TAM_IHC_V1_SHA256 = "03549c657542dc69956bd42325ccedd2af10ead158bae9695b68ceb0af4e2e4f"
 

@@ -116,6 +116,10 @@ def build_pools(
         "val_synth": cached(
             f"synth-centred-{seed + 1000}-600", lambda: synthetic_centred(600, seed + 1000)
         ),
+        "val_synth_mined": cached(
+            f"synth-mined-{seed + 2000}-{max(n_mined // 4, 1)}",
+            lambda: synthetic_mined(det, max(n_mined // 4, 1), seed + 2000),
+        ),
     }
 
 
@@ -132,16 +136,17 @@ def _balanced(rng: np.random.Generator, labels: np.ndarray, n: int) -> np.ndarra
 
 
 def batches(
-    pools: dict[str, Crops], batch: int, gen: torch.Generator
+    pools: dict[str, Crops], batch: int, gen: torch.Generator, mix: dict[str, int] | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless augmented batches mixing the pools in :data:`MIX` proportions."""
+    """Endless augmented batches mixing the pools in ``mix`` (default :data:`MIX`) proportions."""
+    mix = mix or MIX
     rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=gen)))
     aug = replace(StainAugment.real(), lowres_p=LOWRES_P)
     jitter = (pools["synth_centred"].images.shape[1] - CROP_PX) // 2
-    scale = batch / sum(MIX.values())
+    scale = batch / sum(mix.values())
     while True:
         imgs, ys = [], []
-        for name, k in MIX.items():
+        for name, k in mix.items():
             pool = pools[name]
             n = max(1, round(k * scale))
             idx = (
@@ -194,6 +199,7 @@ def validation(det: MitosisTileDetector, pools: dict[str, Crops]) -> dict[str, A
         "val_benign",
         "val_sarcoma",
         "val_synth",
+        "val_synth_mined",
         *(f"{n}@20x" for n in VAL_20X),
     ]
     for name in names:
@@ -222,7 +228,7 @@ def validation(det: MitosisTileDetector, pools: dict[str, Crops]) -> dict[str, A
                     f"{t}": round(float((p_mit[neg] >= t).mean()), 5) for t in THRESHOLDS
                 }
             row[src] = r
-        if name == "val_synth":
+        if name.startswith("val_synth"):
             pred = p.argmax(1)
             cm = confusion(c.labels, pred, len(MITOSIS_CLASSES))
             row["balanced_accuracy_4class_present"] = round(balanced_accuracy(cm), 4)
@@ -275,6 +281,48 @@ def choose_min_score(val: dict[str, Any], max_negative_rate: float = 0.01) -> di
         "real_mitoses_called": called,
         "negatives_called_pooled": {n: round(pooled(n, chosen), 5) for n in neg_sets},
         "max_negative_rate": max_negative_rate,
+    }
+
+
+def with_slides(
+    op: dict[str, Any], val: dict[str, Any], sweep: list[dict[str, Any]], min_called: float = 0.85
+) -> dict[str, Any]:
+    """Move ``op`` (from :func:`choose_min_score`) up to the threshold with the best F1 on
+    synthetic validation slides, within the range real validation allows.
+
+    The range runs from ``op["min_score"]`` (the lowest with real negatives ≤ 1 %) to the highest
+    threshold of :data:`THRESHOLDS` at which every real source (40×) still has ``min_called`` of
+    its mitoses called. ``sweep`` is the slide sweep of ``scripts/evaluate_cells.py --calibrate``
+    (rows with ``min_score`` and ``f1``), run on validation slides only.
+    """
+    lo = float(op["min_score"])
+    real = [
+        r
+        for name in ("val_ami_br", "val_atnorm_br")
+        for r in val[name].values()
+        if isinstance(r, dict) and "called_at" in r
+    ]
+    ok = [
+        t
+        for t in THRESHOLDS
+        if t >= lo and all(r["called_at"].get(f"{t}", 0.0) >= min_called for r in real)
+    ]
+    f1 = {round(float(r["min_score"]), 2): float(r["f1"]) for r in sweep}
+    cands = [t for t in ok if round(t, 2) in f1] or [lo]
+    best = max(cands, key=lambda t: (f1.get(round(t, 2), -1.0), -t))
+    return {
+        **{k: v for k, v in op.items() if k != "negatives_called_pooled"},
+        "negatives_called_pooled_at_floor": op.get("negatives_called_pooled"),
+        "min_score": best,
+        "real_negative_floor": lo,
+        "real_called_ceiling": max(ok) if ok else lo,
+        "synthetic_validation_f1": f1.get(round(best, 2)),
+        "real_mitoses_called": {
+            src: r["called_at"][f"{best}"]
+            for name in ("val_ami_br", "val_atnorm_br")
+            for src, r in val[name].items()
+            if isinstance(r, dict) and "called_at" in r
+        },
     }
 
 
@@ -405,6 +453,16 @@ def publish(
     return sha
 
 
+def _parse_mix(items: list[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        name, _, k = item.partition("=")
+        if name not in MIX or not k.isdigit():
+            raise SystemExit(f"--mix {item!r}: expected POOL=K with POOL one of {sorted(MIX)}")
+        out[name] = int(k)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train, validate, choose ``min_score`` and publish the weights with their card."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -416,6 +474,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-centred", type=int, default=2400)
     ap.add_argument("--n-mined", type=int, default=480)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--mix",
+        nargs="*",
+        default=[],
+        metavar="POOL=K",
+        help=f"crops of a pool per 64 (default {MIX})",
+    )
     ap.add_argument("--init", type=Path, default=ROOT / "models" / "weights" / "atc-mitosis-v1.pt")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/atc-mitosis-crops"))
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "train" / "mitosis-real")
@@ -439,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     log(event="validation before", **before)
     result = train_steps(
         det.classifier,
-        batches(pools, args.batch, gen),
+        batches(pools, args.batch, gen, {**MIX, **_parse_mix(args.mix)}),
         lambda o, y: F.cross_entropy(o, y, label_smoothing=0.05),
         steps=args.steps,
         lr=args.lr,

@@ -95,3 +95,24 @@ def test_tissue_20x_negatives_split_by_slide() -> None:
     assert train.images.shape[1:] == (STORE_PX, STORE_PX, 3)
     assert set(train.sources) == {"thyhister/non_tumour-20x"}  # the papillary slide is fold 0
     assert set(val.sources) == {"thyhister/non_tumour-20x", "thyhister/tumour-20x"}
+
+
+def test_operating_point_moves_up_to_the_best_synthetic_f1_within_the_real_range() -> None:
+    from models.training.mitosis_train import with_slides
+
+    called = {"0.85": 0.96, "0.9": 0.9, "0.93": 0.86, "0.95": 0.8}
+    val = {
+        "val_ami_br": {"n": 3, "a/MIDOG21": {"called_at": called}},
+        "val_atnorm_br": {"n": 3, "b/TCGA": {"called_at": {k: 0.99 for k in called}}},
+    }
+    sweep = [
+        {"min_score": t, "f1": f} for t, f in ((0.85, 0.6), (0.9, 0.77), (0.93, 0.82), (0.95, 0.9))
+    ]
+    op = with_slides({"min_score": 0.85}, val, sweep)
+    # 0.95 has the best slide F1 but calls only 80 % of a real source: 0.93 is chosen
+    assert op["min_score"] == 0.93 and op["real_called_ceiling"] == 0.93
+    assert op["real_mitoses_called"] == {"a/MIDOG21": 0.86, "b/TCGA": 0.99}
+    # never below the real-negative floor, whatever the slides say
+    assert (
+        with_slides({"min_score": 0.9}, val, [{"min_score": 0.85, "f1": 1.0}])["min_score"] == 0.9
+    )
