@@ -14,33 +14,19 @@ import numpy as np
 import pydicom
 import pytest
 
+from tests.dicomweb.readback import (
+    check_annotations,
+    retrieve_one,
+    series_by_modality,
+    sr_numbers,
+)
 from tests.orthanc_server import Orthanc
-from workers.dicomweb import DicomWebClient, SeriesInfo
 from workers.jobs import ServiceContext
 from workers.pacs import PacsWatcher, submit_series
 from workers.store import FAILED, SUCCEEDED
 from workers.tasks import run_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _client(ctx: ServiceContext) -> DicomWebClient:
-    return DicomWebClient(ctx.settings.pacs.archives[0], ctx.settings.pacs)
-
-
-def _series_by_modality(ctx: ServiceContext, study_uid: str) -> dict[str, list[SeriesInfo]]:
-    with _client(ctx) as client:
-        found = client.search_series({"StudyInstanceUID": study_uid})
-    out: dict[str, list[SeriesInfo]] = {}
-    for s in found:
-        out.setdefault(s.modality, []).append(s)
-    return out
-
-
-def _read_back(ctx: ServiceContext, info: SeriesInfo, dest: Path) -> pydicom.Dataset:
-    with _client(ctx) as client:
-        (path,) = client.retrieve_series(info, dest)
-    return pydicom.dcmread(path)
 
 
 def test_series_in_orthanc_to_results_in_orthanc(
@@ -59,7 +45,7 @@ def test_series_in_orthanc_to_results_in_orthanc(
     job = ctx.store.get_job(job_id)
     assert job.state == SUCCEEDED, f"{job.reason_code}: {job.reason}"
     source = pydicom.dcmread(cmu1_files[0], stop_before_pixels=True)
-    found = _series_by_modality(ctx, source.StudyInstanceUID)
+    found = series_by_modality(ctx, source.StudyInstanceUID)
     assert sorted((m, len(v)) for m, v in found.items()) == [
         ("ANN", 1),
         ("SEG", 2),
@@ -70,25 +56,16 @@ def test_series_in_orthanc_to_results_in_orthanc(
     assert report["slide"]["width"] == source.TotalPixelMatrixColumns
 
     ann = hd.ann.MicroscopyBulkSimpleAnnotations.from_dataset(
-        _read_back(ctx, found["ANN"][0], tmp_path / "ann")
+        pydicom.dcmread(retrieve_one(ctx, found["ANN"][0], tmp_path / "ann"))
     )
-    counts = {g.label: g.number_of_annotations for g in ann.get_annotation_groups()}
+    check_annotations(ann, source, Path(job.out_dir))
     mit, tam = report["mitosis"], report["tam"]
-    assert counts.get("Mitosis: Typical", 0) == mit["count_typical"]
-    assert counts.get("Mitosis: Atypical", 0) == mit["count_atypical"] - mit["count_tripolar"]
-    assert counts.get("Mitosis: Tripolar", 0) == mit["count_tripolar"]
-    assert counts.get("Macrophage", 0) == tam["macrophages"]
-    geo = json.loads((Path(job.out_dir) / "annotations.geojson").read_text())
-    names = [f["properties"]["classification"]["name"] for f in geo["features"]]
-    assert counts.get("Necrosis", 0) == names.count("Necrosis")
-    ref = ann.ReferencedSeriesSequence[0]
-    assert ref.SeriesInstanceUID == source.SeriesInstanceUID
-    assert ann.StudyInstanceUID == source.StudyInstanceUID
 
     maps = np.load(Path(job.out_dir) / "tiles.npz")
     necrosis = report["necrosis"]
     for info in found["SEG"]:
-        seg = hd.seg.Segmentation.from_dataset(_read_back(ctx, info, tmp_path / info.series_uid))
+        seg_path = retrieve_one(ctx, info, tmp_path / info.series_uid)
+        seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(seg_path))
         assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
         matrix = seg.get_total_pixel_matrix(combine_segments=True)
         if seg.number_of_segments == 1:  # necrosis: the mask the reported area is counted on
@@ -105,34 +82,13 @@ def test_series_in_orthanc_to_results_in_orthanc(
                 label = seg.get_segment_description(number).SegmentLabel
                 name = next(c for c, v in tiles.items() if v["display"] == label)
                 assert int((matrix == number).sum()) == tiles[name]["tiles"], label
-    sr = hd.sr.srread(_sr_path(ctx, found["SR"][0], tmp_path / "sr"))
-    values = _sr_numbers(sr)
+    sr = hd.sr.srread(retrieve_one(ctx, found["SR"][0], tmp_path / "sr"))
+    values = sr_numbers(sr)
     assert values["Mitoses"] == mit["count_total"]
     assert values["Tumour-associated macrophages"] == tam["macrophages"]
 
     assert watcher.poll_once() == []  # discovered once: the result series are not slides
     assert not submit_series(ctx, source.SeriesInstanceUID, results.append).created
-
-
-def _sr_path(ctx: ServiceContext, info: SeriesInfo, dest: Path) -> Path:
-    with _client(ctx) as client:
-        (path,) = client.retrieve_series(info, dest)
-    return path
-
-
-def _sr_numbers(sr: hd.sr.ComprehensiveSR) -> dict[str, float]:
-    out: dict[str, float] = {}
-
-    def walk(items: Any) -> None:
-        for item in items:
-            if item.ValueType == "NUM":
-                name = item.ConceptNameCodeSequence[0].CodeMeaning
-                out[name] = float(item.MeasuredValueSequence[0].NumericValue)
-            if "ContentSequence" in item:
-                walk(item.ContentSequence)
-
-    walk(sr.ContentSequence)
-    return out
 
 
 def test_job_fails_with_a_typed_reason_when_results_are_refused(

@@ -1,0 +1,84 @@
+"""Read result series back from the archive and check them against the job's report.json
+(shared by the end-to-end tests of the real CMU-1 series and of the synthetic slide)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import highdicom as hd
+import pydicom
+
+from workers.dicomweb import DicomWebClient, SeriesInfo
+from workers.jobs import ServiceContext
+
+
+def client(ctx: ServiceContext) -> DicomWebClient:
+    """A DICOMweb client on the context's first archive."""
+    return DicomWebClient(ctx.settings.pacs.archives[0], ctx.settings.pacs)
+
+
+def series_by_modality(ctx: ServiceContext, study_uid: str) -> dict[str, list[SeriesInfo]]:
+    """The study's series in the archive (QIDO-RS), grouped by modality."""
+    with client(ctx) as c:
+        found = c.search_series({"StudyInstanceUID": study_uid})
+    out: dict[str, list[SeriesInfo]] = {}
+    for s in found:
+        out.setdefault(s.modality, []).append(s)
+    return out
+
+
+def retrieve_one(ctx: ServiceContext, info: SeriesInfo, dest: Path) -> Path:
+    """Retrieve a one-instance series (WADO-RS) into ``dest`` and return the file."""
+    with client(ctx) as c:
+        (path,) = c.retrieve_series(info, dest)
+    return path
+
+
+def sr_numbers(sr: hd.sr.ComprehensiveSR) -> dict[str, float]:
+    """Every NUM content item of an SR by its concept name."""
+    out: dict[str, float] = {}
+
+    def walk(items: Any) -> None:
+        for item in items:
+            if item.ValueType == "NUM":
+                name = item.ConceptNameCodeSequence[0].CodeMeaning
+                out[name] = float(item.MeasuredValueSequence[0].NumericValue)
+            if "ContentSequence" in item:
+                walk(item.ContentSequence)
+
+    walk(sr.ContentSequence)
+    return out
+
+
+def annotation_counts(ann: hd.ann.MicroscopyBulkSimpleAnnotations) -> dict[str, int]:
+    """Number of annotations per group label."""
+    return {g.label: g.number_of_annotations for g in ann.get_annotation_groups()}
+
+
+def check_annotations(
+    ann: hd.ann.MicroscopyBulkSimpleAnnotations, source: pydicom.Dataset, out_dir: Path
+) -> dict[str, int]:
+    """Assert the bulk annotations' group counts equal the job's report.json and GeoJSON, and
+    that they reference the slide's study and series; return the counts."""
+    report: dict[str, Any] = json.loads((out_dir / "report.json").read_text())
+    counts = annotation_counts(ann)
+    mit, tam = report["mitosis"], report["tam"]
+    assert counts.get("Mitosis: Typical", 0) == mit["count_typical"], counts
+    assert counts.get("Mitosis: Atypical", 0) == mit["count_atypical"] - mit["count_tripolar"]
+    assert counts.get("Mitosis: Tripolar", 0) == mit["count_tripolar"], counts
+    assert counts.get("Macrophage", 0) == tam["macrophages"], counts
+    # the necrosis polygons are the GeoJSON's Necrosis *annotations*; its pattern tiles
+    # classified necrosis are *detections* named Necrosis too, and are not in the ANN
+    geo = json.loads((out_dir / "annotations.geojson").read_text())
+    polygons = [
+        f
+        for f in geo["features"]
+        if f["properties"]["classification"]["name"] == "Necrosis"
+        and f["properties"]["objectType"] == "annotation"
+    ]
+    assert counts.get("Necrosis", 0) == len(polygons), counts
+    assert ann.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    assert ann.StudyInstanceUID == source.StudyInstanceUID
+    return counts
