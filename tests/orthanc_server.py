@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import httpx
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 WSI_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancWSI.so")
+SERVE_FOLDERS_PLUGIN = Path("/usr/share/orthanc/plugins/libServeFolders.so")
 DICOMIZER = shutil.which("OrthancWSIDicomizer") or "/usr/bin/OrthancWSIDicomizer"
 USER, PASSWORD = "atc", "orthanc-test-secret"
 
@@ -100,7 +101,8 @@ def start_orthanc(
     timeout_s: float = 30.0,
     http_port: int | None = None,
     *,
-    wsi_viewer: bool = False,
+    plugins: Sequence[Path] = (),
+    extra_config: Mapping[str, object] | None = None,
 ) -> Orthanc:
     """Start Orthanc with a configuration written into ``folder``; wait until /system answers.
 
@@ -109,7 +111,9 @@ def start_orthanc(
         lua: a Lua script to install (archive policies such as ``ReceivedInstanceFilter``).
         timeout_s: how long to wait for the HTTP server.
         http_port: this HTTP port instead of a free one.
-        wsi_viewer: also load the WSI viewer plugin (``/wsi/app/viewer.html?series=<id>``).
+        plugins: more plugins to load (e.g. ``WSI_PLUGIN``, the WSI viewer at
+            ``/wsi/app/viewer.html?series=<Orthanc series id>``, or ``SERVE_FOLDERS_PLUGIN``).
+        extra_config: more configuration keys (e.g. ``ServeFolders``), over the defaults.
     """
     folder.mkdir(parents=True, exist_ok=True)
     http_port = http_port or free_port()
@@ -125,13 +129,14 @@ def start_orthanc(
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": True,
         "RegisteredUsers": {USER: PASSWORD},
-        "Plugins": [str(DICOMWEB_PLUGIN)] + ([str(WSI_PLUGIN)] if wsi_viewer else []),
+        "Plugins": [str(DICOMWEB_PLUGIN), *(str(p) for p in plugins)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "HttpCompressionEnabled": False,
         "StableAge": 1,
         "ConcurrentJobs": 1,
         "HttpThreadsCount": 8,
     }
+    config.update(extra_config or {})
     if lua is not None:
         (folder / "policy.lua").write_text(lua, encoding="utf-8")
         config["LuaScripts"] = [str(folder / "policy.lua")]

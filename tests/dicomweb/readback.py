@@ -36,7 +36,7 @@ def retrieve_one(ctx: ServiceContext, info: SeriesInfo, dest: Path) -> Path:
     return path
 
 
-def sr_numbers(sr: hd.sr.ComprehensiveSR) -> dict[str, float]:
+def sr_numbers(sr: pydicom.Dataset) -> dict[str, float]:
     """Every NUM content item of an SR by its concept name."""
     out: dict[str, float] = {}
 
