@@ -185,8 +185,11 @@ def all_drawn(seg_series: str) -> Callable[[list[str]], bool]:
     return done
 
 
-def check_loaded(log: list[str], report: dict[str, Any]) -> dict[str, int]:
-    """Return the annotations the viewer drew per group; fail unless they equal the report."""
+def check_loaded(log: list[str], job_dir: Path) -> dict[str, int]:
+    """Return the annotations the viewer drew per group; fail unless each group's count equals
+    its Number of Annotations and the job's report.json (necrosis: its GeoJSON polygons)."""
+    report: dict[str, Any] = json.loads((job_dir / "report.json").read_text())
+    geo = json.loads((job_dir / "annotations.geojson").read_text())
     groups = {
         m[1]: (int(m[2]), m[3]) for m in (re.match(r"group (\S+) (\d+) (.+)", t) for t in log) if m
     }
@@ -194,13 +197,21 @@ def check_loaded(log: list[str], report: dict[str, Any]) -> dict[str, int]:
     for text in log:
         m = re.match(r'add n=(\d+) annotations for annotation group "(.+)"', text)
         if m and m[2] in groups:
-            drawn[groups[m[2]][1]] = int(m[1])
+            announced, label = groups[m[2]]
+            if int(m[1]) != announced:
+                raise SystemExit(f"viewer drew {m[1]} of the {announced} {label!r} annotations")
+            drawn[label] = int(m[1])
     mit = report["mitosis"]
     expected = {
         "Mitosis: Typical": mit["count_typical"],
         "Mitosis: Atypical": mit["count_atypical"] - mit["count_tripolar"],
         "Mitosis: Tripolar": mit["count_tripolar"],
         "Macrophage": report["tam"]["macrophages"],
+        "Necrosis": sum(
+            f["properties"]["classification"]["name"] == "Necrosis"
+            and f["properties"]["objectType"] == "annotation"
+            for f in geo["features"]
+        ),
     }
     expected = {k: v for k, v in expected.items() if v}
     for label, n in expected.items():
@@ -230,7 +241,6 @@ def main() -> None:
     try:
         ids = server.upload(files)
         ctx, job_dir = analyse_through_pacs(server, work)
-        report = json.loads((job_dir / "report.json").read_text())
         source = pydicom.dcmread(files[0], stop_before_pixels=True)
         found = series_by_modality(ctx, source.StudyInstanceUID)
         ann_uid = found["ANN"][0].series_uid
@@ -262,7 +272,7 @@ def main() -> None:
             all_drawn(necrosis),
         )
         (work / "console.log").write_text("\n".join(log))
-        drawn = check_loaded(log, report)
+        drawn = check_loaded(log, job_dir)
         print(f"job {job_dir}")
         print(f"viewer drew {drawn}; necrosis SEG series {necrosis}")
         for name in ("dicom-orthanc-wsi-viewer.png", "dicom-viewer-results.png"):
