@@ -38,6 +38,7 @@ from models.training.pattern_real import FROZEN_STAGES, cache_views, train_upper
 from models.training.real_eval import predict_tiles, tissue_figures
 from models.training.real_mix import balanced_weights
 from models.training.real_tissue import RealTiles, real_split, training_sets_card
+from models.training.slide_tiles import concat, slide_patch_set
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SEED, VAL_SEED = 1000, 9000  # the synthetic sampler seeds of scripts/train_pattern.py
@@ -64,7 +65,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=48, help="synthetic and real views per step")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--real-weight", type=float, default=1.0)
+    ap.add_argument(
+        "--non-tumour-share",
+        type=float,
+        default=None,
+        help="share of the real sampling weight given to non-tumour tiles (default: 1/classes)",
+    )
     ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument(
+        "--slides",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="generated training slide folders: their tiles (production reader) join the "
+        "synthetic views, so the fine-tune also sees pyramid reads, not only rendered patches",
+    )
+    ap.add_argument("--slide-repeat", type=int, default=2, help="oversampling of slide tiles")
+    ap.add_argument(
+        "--frozen",
+        type=int,
+        default=FROZEN_STAGES,
+        help="feature stages kept frozen and cached (1 = the stem only)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/atc-train"))
@@ -86,11 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     val = generate_patches("pattern", args.n_val, spec.tile_px, spec.input_mpp, VAL_SEED,
                            cache_dir=args.cache)  # fmt: skip
     n_cls = len(spec.classes)
+    n_patches = len(syn)
+    if args.slides:
+        slide_sets = [
+            slide_patch_set(f, mpp=spec.input_mpp, size=spec.tile_px, stride=spec.tile_px // 2)
+            for f in args.slides
+        ]
+        syn = concat(syn, *(slide_sets * max(1, args.slide_repeat)))
     syn_y = majority_labels(syn.masks, n_cls) if syn.masks is not None else syn.labels
     val_y = majority_labels(val.masks, n_cls) if val.masks is not None else val.labels
     tiles, _ = real_split(spec.input_mpp, spec.tile_px, None)
     log(event="data", synthetic=len(syn), real=len(tiles))
-    kw: dict[str, Any] = {"crop": args.crop, "gen": gen, "mean": spec.mean, "std": spec.std}
+    kw: dict[str, Any] = {"crop": args.crop, "gen": gen, "mean": spec.mean, "std": spec.std,
+                          "frozen": args.frozen}  # fmt: skip
     syn_aug, real_aug = StainAugment(), StainAugment.real()
     syn_views = cache_views(model, list(syn.images), syn_y, views=args.views_syn, aug=syn_aug,
                             log=log, **kw)  # fmt: skip
@@ -105,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         held = tiles.subset(~train) if fold is not None else None
         views = real_views.of_images(train)
         w = np.zeros(len(tiles))
-        w[train] = balanced_weights(tiles.labels[train], tiles.sources[train])
+        w[train] = balanced_weights(
+            tiles.labels[train], tiles.sources[train], args.non_tumour_share
+        )
 
         def on_eval(step: int, held: RealTiles | None = held, run: str = run) -> dict[str, Any]:
             cm = confusion(val_y, predict(model, val.images, spec.mean, spec.std).argmax(1), n_cls)
@@ -123,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         result = train_upper(model, syn_views, views, views.weights(w), steps=args.steps,
                              batch=args.batch, lr=args.lr, real_weight=args.real_weight,
                              gen=gen, log=log, on_eval=on_eval,
-                             eval_every=args.eval_every)  # fmt: skip
+                             eval_every=args.eval_every, frozen=args.frozen)  # fmt: skip
         result["seconds"] = round(time.perf_counter() - t1, 1)
         name = f"pattern-hold{run}.pt" if fold is not None else spec.weights_file
         out_path = (args.out_dir / name) if args.out_dir else (
             spec.weights_path if fold is None else args.cache / name
         )  # fmt: skip
-        _publish(args, argv, spec, model, out_path, (init, init_sha), result, held, len(syn), fold)
+        _publish(args, argv, spec, model, out_path, (init, init_sha), result, held, n_patches, fold)
         if fold is None and not args.no_pin and args.out_dir is None:
             sha = file_sha256(out_path)
             set_sha256_constant(ROOT / "models" / "zoo" / "pattern.py", "PATTERN_V1_SHA256", sha)
@@ -165,13 +197,18 @@ def _publish(
         training={
             **result,
             "continued_from": {"from": str(init[0]), "sha256": init[1]},
-            "frozen": f"stem and the first {FROZEN_STAGES - 1} residual stages (cached trunk)",
+            "frozen": f"stem and the first {args.frozen - 1} residual stages (cached trunk)",
             "views": {"synthetic": args.views_syn, "real": args.views_real, "crop": args.crop},
             "batch": {"synthetic": args.batch, "real": args.batch},
             "lr": args.lr,
             "real_loss_weight": args.real_weight,
             "augmentation": {"synthetic": vars(StainAugment()), "real": vars(real_aug)},
-            "real_sampling": "classes equal, sources equal inside a class",
+            "real_sampling": "classes equal, sources equal inside a class"
+            + (
+                f"; non-tumour {args.non_tumour_share:.2f} of the weight"
+                if args.non_tumour_share is not None
+                else ""
+            ),
             "real_folds_trained": "all" if fold is None else [1 - fold],
             "training_sets": [
                 {
@@ -179,6 +216,18 @@ def _publish(
                     "licence": "generated by this project",
                     "patches": n_syn,
                 },
+                *(
+                    [
+                        {
+                            "set": "generated training slides read through TileReader",
+                            "licence": "generated by this project",
+                            "slides": [Path(f).name for f in args.slides],
+                            "repeat": args.slide_repeat,
+                        }
+                    ]
+                    if args.slides
+                    else []
+                ),
                 *training_sets_card(),
             ],
         },

@@ -57,14 +57,16 @@ class CachedViews:
         return w / w.sum()
 
 
-def trunk_of(model: PatternNet) -> nn.Module:
-    """The frozen part of ``model`` (shares its modules)."""
-    return model.features[:FROZEN_STAGES]
+def trunk_of(model: PatternNet, frozen: int = FROZEN_STAGES) -> nn.Module:
+    """The frozen part of ``model``: its first ``frozen`` feature stages (shares its modules)."""
+    return model.features[:frozen]
 
 
-def upper_forward(model: PatternNet, feats: torch.Tensor) -> torch.Tensor:
+def upper_forward(
+    model: PatternNet, feats: torch.Tensor, frozen: int = FROZEN_STAGES
+) -> torch.Tensor:
     """Logits from trunk features: the trainable stages, global pooling, dropout and head."""
-    f = model.features[FROZEN_STAGES:](feats)
+    f = model.features[frozen:](feats)
     out: torch.Tensor = model.head(model.dropout(torch.flatten(F.adaptive_avg_pool2d(f, 1), 1)))
     return out
 
@@ -82,6 +84,7 @@ def cache_views(
     std: tuple[float, float, float],
     batch: int = 64,
     log: Callable[..., None] | None = None,
+    frozen: int = FROZEN_STAGES,
 ) -> CachedViews:
     """Run the frozen trunk on ``views`` augmented ``crop`` windows of every image.
 
@@ -90,7 +93,7 @@ def cache_views(
     """
     if any(min(im.shape[:2]) < crop for im in images):
         raise ValueError(f"every image must be at least {crop} px to cache {crop} px views")
-    trunk = trunk_of(model).eval()
+    trunk = trunk_of(model, frozen).eval()
     feats, labs, imgs = [], [], []
     order = [(v, i) for v in range(views) for i in range(len(images))]
     with torch.inference_mode():
@@ -128,6 +131,7 @@ def train_upper(
     log: TrainLog | None = None,
     on_eval: Callable[[int], dict[str, Any]] | None = None,
     eval_every: int = 0,
+    frozen: int = FROZEN_STAGES,
 ) -> dict[str, Any]:
     """Train the stages after the trunk and the head (AdamW, cosine schedule) on cached views.
 
@@ -135,7 +139,7 @@ def train_upper(
     """
     for p in model.parameters():
         p.requires_grad_(False)
-    upper = [*model.features[FROZEN_STAGES:].parameters(), *model.head.parameters()]
+    upper = [*model.features[frozen:].parameters(), *model.head.parameters()]
     for p in upper:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(upper, lr=lr, weight_decay=1e-4)
@@ -143,14 +147,14 @@ def train_upper(
     last: dict[str, Any] = {}
     for step in range(steps):
         model.train()
-        model.features[:FROZEN_STAGES].eval()  # frozen batch-norm statistics
+        model.features[:frozen].eval()  # frozen batch-norm statistics
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, steps, lr)
         si = torch.randint(0, len(synthetic), (batch,), generator=gen)
         ri = torch.multinomial(real_weights, batch, replacement=True, generator=gen)
         xs = synthetic.features[si].float()
         xr = real.features[ri].float()
-        out = upper_forward(model, torch.cat([xs, xr]))
+        out = upper_forward(model, torch.cat([xs, xr]), frozen)
         loss = F.cross_entropy(out[:batch], synthetic.labels[si], label_smoothing=0.05)
         loss = loss + real_weight * set_loss(out[batch:], real.labels[ri])
         opt.zero_grad(set_to_none=True)

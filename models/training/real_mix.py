@@ -19,16 +19,32 @@ from wsi.synthetic.classes import PATTERN_CLASSES, TUMOUR_PATTERNS
 TUMOUR_CHANNELS = tuple(PATTERN_CLASSES.index(c) for c in TUMOUR_PATTERNS)
 
 
-def balanced_weights(labels: NDArray[np.int64], sources: NDArray[np.str_]) -> NDArray[np.float64]:
-    """Sampling weight per tile: classes equal, sources equal inside a class; sums to 1."""
+def balanced_weights(
+    labels: NDArray[np.int64],
+    sources: NDArray[np.str_],
+    non_tumour_share: float | None = None,
+) -> NDArray[np.float64]:
+    """Sampling weight per tile: classes equal, sources equal inside a class; sums to 1.
+
+    Args:
+        labels: class index per tile (or ``TUMOUR_ANY``).
+        sources: source set per tile.
+        non_tumour_share: when given, the non-tumour class gets this share of the total weight and
+            the other classes share the rest equally (tumour vs non-tumour is the decision the
+            scope verdict rests on; with six classes equal, non-tumour would get one sixth).
+    """
     w = np.zeros(len(labels), dtype=np.float64)
     classes = np.unique(labels)
+    non = PATTERN_CLASSES.index("non_tumour")
     for c in classes.tolist():
         in_c = labels == c
+        share = 1.0 / len(classes)
+        if non_tumour_share is not None and non in classes and len(classes) > 1:
+            share = non_tumour_share if c == non else (1.0 - non_tumour_share) / (len(classes) - 1)
         srcs = np.unique(sources[in_c])
         for s in srcs.tolist():
             cell = in_c & (sources == s)
-            w[cell] = 1.0 / (len(classes) * len(srcs) * int(cell.sum()))
+            w[cell] = share / (len(srcs) * int(cell.sum()))
     return w
 
 
