@@ -320,16 +320,24 @@ def build_segmentation(
 
 
 def pattern_labels(maps: list[RasterMap]) -> tuple[NDArray[np.uint8], RasterMap] | None:
-    """Return the pattern label map (argmax of the class maps where it is ≥ 0.5) and a map."""
+    """Return the pattern label map and a map to place it: each tile's arg-max class, the rule
+    ``report.json`` counts tiles by (1 + class index without background; 0 = glass or no tile).
+
+    The background probability is not a map of its own: it is what the softmax leaves
+    (1 − the sum of the other classes).
+    """
     classes = [c for c in PATTERN_CLASSES if c != "background"]
     by_name = {m.name: m for m in maps}
     stack = [by_name.get(f"pattern_{c}") for c in classes]
     present = [m for m in stack if m is not None]
     if len(present) != len(classes):
         return None
-    probs = np.nan_to_num(np.stack([m.values for m in present]), nan=0.0)  # NaN: no tile there
-    labels = (np.argmax(probs, axis=0) + 1).astype(np.uint8)
-    labels[probs.max(axis=0) < 0.5] = 0
+    raw = np.stack([m.values for m in present])
+    valid = np.isfinite(raw).all(axis=0)  # NaN: no tile there
+    probs = np.nan_to_num(raw, nan=0.0)
+    background = 1.0 - probs.sum(axis=0, keepdims=True)
+    labels = np.argmax(np.concatenate([background, probs]), axis=0).astype(np.uint8)
+    labels[~valid] = 0
     return labels, present[0]
 
 
