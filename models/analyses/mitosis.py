@@ -22,6 +22,7 @@ from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
 from models.analyses.focus import out_of_focus
 from models.analyses.hotspot import RegionMask, densest_circle, hpf_circle_area_mm2
 from models.analyses.pattern import tumour_probability_in_boxes
+from models.analyses.scope import NO_TUMOUR, scope_of
 from models.analyses.settings_cells import MitosisSettings
 from models.cells.candidates import cluster_points
 from models.cells.mitosis_net import MitosisTileDetector
@@ -201,7 +202,7 @@ class MitosisAnalysis:
 
     name = "mitosis"
     requires: tuple[str, ...] = ("pattern",)
-    after: tuple[str, ...] = ("necrosis",)
+    after: tuple[str, ...] = ("necrosis", "scope")
 
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
         """Scan the tumour tiles at 0.25 µm/px and summarise the detections."""
@@ -277,6 +278,13 @@ class MitosisAnalysis:
                 "focus_threshold": round(blur.threshold, 2),
                 "median_focus": round(blur.median, 2),
             }
+        # on a slide judged "no tumour found" there is no tumour to count figures in: dark benign
+        # nuclei in the few tiles scanned would be reported as a mitotic count of nothing
+        scope = scope_of(dict(ctx.results))
+        withheld = scope is not None and scope["verdict"] == NO_TUMOUR
+        n_withheld = len(det) if withheld else 0
+        if withheld:
+            det = det[:0]
         report, points, circles = summarise_mitoses(
             det, mpp=mpp, region=region, viable_tumour_mm2=viable_mm2, settings=ms
         )
@@ -285,6 +293,11 @@ class MitosisAnalysis:
                 f"the slide's finest level is {mpp:.2f} µm/px: figures were judged on pixels "
                 f"upsampled to {spec.input_mpp} µm/px (the model's resolution); counts at this "
                 "resolution are not validated and tend to miss small figures"
+            )
+        if n_withheld:
+            report["warnings"].append(
+                f"no tumour found on this slide (scope): the {n_withheld} figure(s) detected in "
+                "the tiles scanned were not counted"
             )
         total = float(viable) if viable else 0.0
         if total and blur_report["tumour_mm2"] > 0.1 * total:
@@ -299,6 +312,7 @@ class MitosisAnalysis:
             "tiles_scanned": len(indices),
             "tiles_in_tissue": len(grid),
             "dropped_in_necrosis": in_necrosis,
+            "dropped_no_tumour": n_withheld,
             "out_of_focus_excluded": blur_report,
             **report,
         }

@@ -21,6 +21,7 @@ from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
 from models.analyses.hotspot import RegionMask, region_tissue_mm2
 from models.analyses.mitosis import necrosis_mask, tumour_region
 from models.analyses.pattern import tumour_probability_in_boxes
+from models.analyses.scope import NO_TUMOUR, scope_of
 from models.analyses.settings_cells import TamSettings
 from models.cells.candidates import nms_points
 from models.cells.dab import DabAccumulator, DabDeconvolution
@@ -277,7 +278,7 @@ class TamAnalysis:
 
     name = "tam"
     requires: tuple[str, ...] = ("pattern",)
-    after: tuple[str, ...] = ("necrosis", "mitosis")
+    after: tuple[str, ...] = ("necrosis", "mitosis", "scope")
 
     def run(self, ctx: AnalysisContext) -> AnalysisOutput:
         """Pick the route from settings and stain, detect cells, report densities."""
@@ -318,6 +319,14 @@ class TamAnalysis:
             cells = _dedup(cells, radius)
             mac = mac[region.contains(mac[:, :2])]
             n_cells = int(region.contains(cells[:, :2]).sum())
+            scope = scope_of(dict(ctx.results))
+            if scope is not None and scope["verdict"] == NO_TUMOUR and len(mac):
+                # no tumour found on this H&E slide: no tumour-associated macrophages to count
+                report.setdefault("warnings", []).append(
+                    f"no tumour found on this slide (scope): the {len(mac)} macrophage(s) "
+                    "detected in the tumour-probability region were not counted"
+                )
+                mac = mac[:0]
             report |= info | {
                 "macrophages": len(mac),
                 "nucleated_cells": n_cells,
