@@ -26,7 +26,7 @@ ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
 
 #: Part of every idempotency key: bump it when results would change for the same slide.
-PIPELINE_VERSION = "2.1.0"  # 2.1.0: mitosis 2.1.0 (real 20× tissue negatives), min_score 0.93
+PIPELINE_VERSION = "2.2.0"  # 2.2.0: pattern 1.2.0 (real tissue), no counts on no-tumour slides
 
 
 def run_pipeline(

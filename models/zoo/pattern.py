@@ -12,12 +12,12 @@ from models.archs import PatternNet
 from models.registry import ModelSpec, register_model
 from wsi.synthetic.classes import PATTERN_CLASSES
 
-PATTERN_V1_SHA256 = "29a702f3351de67591d129817e04c844ecef017d7bcf09f3efcaf1353bd1a2e5"
+PATTERN_V1_SHA256 = "2d3ad59785eb3dcaac433f2d08f542577bbcadb6236880070612e9c0d7e2ad3f"
 
 
 @register_model("atc-pattern-v1")
 def atc_pattern_v1() -> ModelSpec:
-    """The shipped pattern classifier (trained on the synthetic sampler, see its model card)."""
+    """The shipped pattern classifier (synthetic and real tissue training; see its model card)."""
     return ModelSpec(
         name="atc-pattern-v1",
         arch=lambda: PatternNet(len(PATTERN_CLASSES)),
@@ -30,5 +30,5 @@ def atc_pattern_v1() -> ModelSpec:
         std=(0.25, 0.25, 0.25),
         weights_file="atc-pattern-v1.pt",
         sha256=PATTERN_V1_SHA256,
-        version="1.1.0",
+        version="1.2.0",
     )

@@ -128,3 +128,18 @@ def test_sr_holds_the_report_numbers(cmu1_files: list[Path], tmp_path: Path) -> 
         "Necrosis area": 0.0001,
     }
     assert sr.StudyInstanceUID == pydicom.dcmread(cmu1_files[0]).StudyInstanceUID
+
+
+def test_pattern_labels_follow_the_report_arg_max_rule() -> None:
+    """A tile whose top class is under 0.5 keeps its class; background (1 - sum) can win."""
+    from workers.dicom_results import pattern_labels
+
+    values = {c: np.zeros((1, 3), np.float32) for c in PATTERN_CLASSES[1:]}
+    values["non_tumour"][0] = [0.45, 0.05, np.nan]  # 0.45 beats 0.30 + 0.25 background
+    values["spindle"][0] = [0.30, 0.05, np.nan]  # second tile: background 0.9 wins
+    maps = [RasterMap(f"pattern_{c}", v, 448.0, "probability") for c, v in values.items()]
+    out = pattern_labels(maps)
+    assert out is not None
+    labels, _ = out
+    non_tumour = PATTERN_CLASSES.index("non_tumour")  # 1 + index without background
+    assert labels.tolist() == [[non_tumour, 0, 0]]

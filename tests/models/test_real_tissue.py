@@ -19,7 +19,7 @@ from models.training.real_tissue import (
     list_real_tissue,
     tissue_fraction,
 )
-from wsi.synthetic.classes import pattern_index
+from wsi.synthetic.classes import PATTERN_CLASSES, pattern_index
 
 ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "tissue"
 pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason="../shared/data/real/tissue missing")
@@ -94,6 +94,17 @@ def test_sampling_balances_classes_and_sources() -> None:
     assert w.sum() == pytest.approx(1.0)
     assert w[:90].sum() == pytest.approx(0.25) and w[90:100].sum() == pytest.approx(0.25)
     assert w[100:].sum() == pytest.approx(0.5)
+
+
+def test_sampling_gives_non_tumour_its_share() -> None:
+    non = PATTERN_CLASSES.index("non_tumour")
+    labels = np.array([1] * 10 + [2] * 30 + [non] * 5 + [TUMOUR_ANY] * 7)
+    sources = np.array(["a"] * 52)
+    w = balanced_weights(labels, sources, non_tumour_share=0.4)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[labels == non].sum() == pytest.approx(0.4)
+    for c in (1, 2, TUMOUR_ANY):  # the rest shared equally by the other classes
+        assert w[labels == c].sum() == pytest.approx(0.2)
 
 
 def test_set_loss_rewards_any_tumour_pattern_for_unknown_tumour() -> None:

@@ -61,7 +61,7 @@ def test_name_at_version_is_found_under_the_models_dir(
     with pytest.raises(UnknownModelError) as err:
         get_spec("atc-necrosis-v1@9.9.9")
     assert "atc-necrosis-v1@1.1.0+lab.1" in str(err.value)
-    assert "atc-pattern-v1@1.1.0" in str(err.value)
+    assert "atc-pattern-v1@1.2.0" in str(err.value)
 
 
 def test_a_replaced_weights_file_is_refused(tmp_path: Path) -> None:

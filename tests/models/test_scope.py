@@ -141,12 +141,6 @@ def test_real_slide_outside_validated_resolution_withholds_everything(real_slide
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 target not met: the benign skin of CMU-1 is called "
-    "spindle/pleomorphic tumour (non-tumour specificity 0.33 out of fold on the real proxies; "
-    "docs/model-quality.md, 'Real tissue (issue 16)')",
-)
 def test_real_benign_slide_is_no_tumour(real_slide: Path) -> None:
     """CMU-1-Small-Region (benign skin, H&E): no tumour, no necrosis, no criterion met."""
     rep = _analyse_real(real_slide, ScopeSettings())

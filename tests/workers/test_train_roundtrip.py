@@ -79,22 +79,22 @@ def test_round_trip(lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     class_map.write_text(f"name,class\n{LAB_SPINDLE},Spindle\n")
 
     models_dir = tmp_path / "models"
-    folder = models_dir / "atc-pattern-v1" / "1.1.0+lab.1"
+    folder = models_dir / "atc-pattern-v1" / "1.2.0+lab.1"
     _run(["train", "pattern", "--slides", str(a), "--slides", str(b),
           "--annotations", str(edited), "--annotations", str(lab / "lab-b" / "truth.geojson"),
           "--class-map", str(class_map), "--holdout", "lab-b", "--out", str(folder),
-          "--version", "1.1.0+lab.1", "--steps", "4", "--batch-size", "4", "--seed", "1",
+          "--version", "1.2.0+lab.1", "--steps", "4", "--batch-size", "4", "--seed", "1",
           "--device", "cpu", "--checkpoint-every", "2"])  # fmt: skip
     card = json.loads((folder / "card.json").read_text())
     assert [s["name"] for s in card["data"]["train_slides"]] == ["lab-a"]
     assert [s["name"] for s in card["data"]["heldout_slides"]] == ["lab-b"]
     assert card["data"]["train_slides"][0]["region_area_px2"]["spindle"] > 0  # mapped name
     assert [r["slide"] for r in card["metrics"]["slides"]] == ["lab-b"]
-    assert card["metrics"]["models"]["atc-pattern-v1"] == "atc-pattern-v1@1.1.0+lab.1"
+    assert card["metrics"]["models"]["atc-pattern-v1"] == "atc-pattern-v1@1.2.0+lab.1"
     assert card["training"]["steps"] == 4 and card["base"] == "atc-pattern-v1"
 
     monkeypatch.setenv("ATC_MODELS_DIR", str(models_dir))
-    ref = "atc-pattern-v1@1.1.0+lab.1"
+    ref = "atc-pattern-v1@1.2.0+lab.1"
     metrics = tmp_path / "eval.json"
     _run(["evaluate", "slides", "--slides", str(b), "--annotations",
           str(lab / "lab-b" / "truth.geojson"), "--models", f"pattern={ref}",
@@ -115,7 +115,7 @@ def test_round_trip(lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     (used,) = report["provenance"]["models"]
     assert (used["name"], used["version"], used["sha256"]) == (
         "atc-pattern-v1",
-        "1.1.0+lab.1",
+        "1.2.0+lab.1",
         card["sha256"],
     )
 
