@@ -22,7 +22,7 @@ from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
 from models.analyses.focus import out_of_focus
 from models.analyses.hotspot import RegionMask, densest_circle, hpf_circle_area_mm2
 from models.analyses.pattern import tumour_probability_in_boxes
-from models.analyses.scope import NO_TUMOUR, scope_of
+from models.analyses.scope import no_tumour_found
 from models.analyses.settings_cells import MitosisSettings
 from models.cells.candidates import cluster_points
 from models.cells.mitosis_net import MitosisTileDetector
@@ -280,11 +280,8 @@ class MitosisAnalysis:
             }
         # on a slide judged "no tumour found" there is no tumour to count figures in: dark benign
         # nuclei in the few tiles scanned would be reported as a mitotic count of nothing
-        scope = scope_of(dict(ctx.results))
-        withheld = scope is not None and scope["verdict"] == NO_TUMOUR
-        n_withheld = len(det) if withheld else 0
-        if withheld:
-            det = det[:0]
+        n_withheld = len(det) if no_tumour_found(dict(ctx.results)) else 0
+        det = det[n_withheld:]
         report, points, circles = summarise_mitoses(
             det, mpp=mpp, region=region, viable_tumour_mm2=viable_mm2, settings=ms
         )

@@ -166,6 +166,12 @@ def scope_of(results: dict[str, Any]) -> dict[str, Any] | None:
     return getattr(out, "report", None) if out is not None else None
 
 
+def no_tumour_found(results: dict[str, Any]) -> bool:
+    """Whether the scope verdict (when it ran) is "no tumour found": counts are then withheld."""
+    scope = scope_of(results)
+    return scope is not None and scope["verdict"] == NO_TUMOUR
+
+
 @register_analysis
 class ScopeAnalysis:
     """Scope verdict from the stain, the pixel size and the pattern classifier (no model)."""

@@ -21,7 +21,7 @@ from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
 from models.analyses.hotspot import RegionMask, region_tissue_mm2
 from models.analyses.mitosis import necrosis_mask, tumour_region
 from models.analyses.pattern import tumour_probability_in_boxes
-from models.analyses.scope import NO_TUMOUR, scope_of
+from models.analyses.scope import no_tumour_found
 from models.analyses.settings_cells import TamSettings
 from models.cells.candidates import nms_points
 from models.cells.dab import DabAccumulator, DabDeconvolution
@@ -319,8 +319,7 @@ class TamAnalysis:
             cells = _dedup(cells, radius)
             mac = mac[region.contains(mac[:, :2])]
             n_cells = int(region.contains(cells[:, :2]).sum())
-            scope = scope_of(dict(ctx.results))
-            if scope is not None and scope["verdict"] == NO_TUMOUR and len(mac):
+            if len(mac) and no_tumour_found(dict(ctx.results)):
                 # no tumour found on this H&E slide: no tumour-associated macrophages to count
                 report.setdefault("warnings", []).append(
                     f"no tumour found on this slide (scope): the {len(mac)} macrophage(s) "

@@ -12,6 +12,9 @@ import pydicom
 
 from workers.dicomweb import DicomWebClient, SeriesInfo
 from workers.jobs import ServiceContext
+from workers.pacs import PacsWatcher
+from workers.store import SUCCEEDED, Job
+from workers.tasks import run_job
 
 
 def client(ctx: ServiceContext) -> DicomWebClient:
@@ -27,6 +30,30 @@ def series_by_modality(ctx: ServiceContext, study_uid: str) -> dict[str, list[Se
     for s in found:
         out.setdefault(s.modality, []).append(s)
     return out
+
+
+def analyse_stored_series(
+    ctx: ServiceContext, watcher: PacsWatcher, first_file: Path
+) -> tuple[Job, pydicom.Dataset, dict[str, list[SeriesInfo]]]:
+    """Discover the uploaded series (two polls: first sight, then stable), run its job in process
+    (what a worker runs) and check that one ANN, two SEG and one SR series came back beside it.
+
+    Returns the finished job, the source slide's header and the study's series by modality.
+    """
+    assert watcher.poll_once() == []  # first sight
+    (job_id,) = watcher.poll_once()  # stable: submitted once
+    run_job(ctx, job_id)
+    job = ctx.store.get_job(job_id)
+    assert job.state == SUCCEEDED, f"{job.reason_code}: {job.reason}"
+    source = pydicom.dcmread(first_file, stop_before_pixels=True)
+    found = series_by_modality(ctx, source.StudyInstanceUID)
+    assert sorted((m, len(v)) for m, v in found.items()) == [
+        ("ANN", 1),
+        ("SEG", 2),
+        ("SM", 1),
+        ("SR", 1),
+    ]
+    return job, source, found
 
 
 def retrieve_one(ctx: ServiceContext, info: SeriesInfo, dest: Path) -> Path:

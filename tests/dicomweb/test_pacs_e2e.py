@@ -15,15 +15,15 @@ import pydicom
 import pytest
 
 from tests.dicomweb.readback import (
+    analyse_stored_series,
     check_annotations,
     retrieve_one,
-    series_by_modality,
     sr_numbers,
 )
 from tests.orthanc_server import Orthanc
 from workers.jobs import ServiceContext
 from workers.pacs import PacsWatcher, submit_series
-from workers.store import FAILED, SUCCEEDED
+from workers.store import FAILED
 from workers.tasks import run_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,19 +39,7 @@ def test_series_in_orthanc_to_results_in_orthanc(
     orthanc.upload(cmu1_files)
     results: list[str] = []
     watcher = PacsWatcher(ctx, ctx.settings.pacs.archives[0], lambda j: results.append(j))
-    assert watcher.poll_once() == []  # first sight
-    (job_id,) = watcher.poll_once()  # stable: submitted
-    run_job(ctx, job_id)  # the in-process path (what a worker runs)
-    job = ctx.store.get_job(job_id)
-    assert job.state == SUCCEEDED, f"{job.reason_code}: {job.reason}"
-    source = pydicom.dcmread(cmu1_files[0], stop_before_pixels=True)
-    found = series_by_modality(ctx, source.StudyInstanceUID)
-    assert sorted((m, len(v)) for m, v in found.items()) == [
-        ("ANN", 1),
-        ("SEG", 2),
-        ("SM", 1),
-        ("SR", 1),
-    ]
+    job, source, found = analyse_stored_series(ctx, watcher, cmu1_files[0])
     report: dict[str, Any] = json.loads((Path(job.out_dir) / "report.json").read_text())
     assert report["slide"]["width"] == source.TotalPixelMatrixColumns
 

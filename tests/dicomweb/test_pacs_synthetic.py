@@ -19,9 +19,9 @@ import pydicom
 import pytest
 
 from tests.dicomweb.readback import (
+    analyse_stored_series,
     check_annotations,
     retrieve_one,
-    series_by_modality,
     sr_numbers,
 )
 from tests.orthanc_server import Orthanc, dicomize, dicomizer_available, wsi_dataset
@@ -29,8 +29,6 @@ from tests.slide_helpers import synthetic_cache
 from workers.jobs import ServiceContext
 from workers.pacs import PacsWatcher
 from workers.pipeline import run_pipeline
-from workers.store import SUCCEEDED
-from workers.tasks import run_job
 from wsi import open_slide
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -103,20 +101,8 @@ def test_synthetic_dicom_from_orthanc_agrees_with_the_tiff(
     orthanc.upload(synthetic.files)
     sent: list[str] = []
     watcher = PacsWatcher(ctx, ctx.settings.pacs.archives[0], sent.append)
-    assert watcher.poll_once() == []  # first sight
-    (job_id,) = watcher.poll_once()  # stable: submitted once
-    run_job(ctx, job_id)
-    job = ctx.store.get_job(job_id)
-    assert job.state == SUCCEEDED, f"{job.reason_code}: {job.reason}"
+    job, source, found = analyse_stored_series(ctx, watcher, synthetic.files[0])
     out_dir = Path(job.out_dir)
-    source = pydicom.dcmread(synthetic.files[0], stop_before_pixels=True)
-    found = series_by_modality(ctx, source.StudyInstanceUID)
-    assert sorted((m, len(v)) for m, v in found.items()) == [
-        ("ANN", 1),
-        ("SEG", 2),
-        ("SM", 1),
-        ("SR", 1),
-    ]
     ann = hd.ann.MicroscopyBulkSimpleAnnotations.from_dataset(
         pydicom.dcmread(retrieve_one(ctx, found["ANN"][0], tmp_path / "ann"))
     )
@@ -132,7 +118,7 @@ def test_synthetic_dicom_from_orthanc_agrees_with_the_tiff(
         seg = pydicom.dcmread(retrieve_one(ctx, info, tmp_path / info.series_uid))
         assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
     assert watcher.poll_once() == []  # discovered once: the result series are not slides
-    assert sent == [job_id]
+    assert sent == [job.id]
 
     tiff_report = run_pipeline(synthetic.tiff, tmp_path / "tiff", ctx.settings)
     assert dicom_report["scope"]["verdict"] == tiff_report["scope"]["verdict"] == "in_scope"
