@@ -31,7 +31,9 @@ class EngineSettings(_Frozen):
         "auto", description="auto = CUDA when available, else CPU (ATC_DEVICE overrides auto)"
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto", description="autocast dtype; auto = bf16/fp16 on GPU, fp32 on CPU"
+        "auto",
+        description="autocast dtype of the trained layers; auto = bf16/fp16 on GPU, bf16 on a "
+        "CPU with AMX, fp32 on other CPUs (ATC_PRECISION overrides auto)",
     )
     batch_size: int = Field(32, ge=1, le=4096, description="tiles per forward pass")
     num_workers: int = Field(

@@ -8,8 +8,10 @@ fresh process (imports are outside both timings):
   ``PatchPredictor.run`` with a ResNet-18, 224 px patches at 0.5 µm/px on its own tissue mask,
   fp32. Seconds per mm² = ``total_s`` / (patches × (224 × 0.5 µm)²).
 * **atc-wsi**: ``atc-wsi analyze --device cpu`` (pattern, necrosis, mitosis, TAM at the shipped
-  configuration, fp32 on CPU). Seconds per mm² = ``provenance.durations_s.total`` /
-  ``tissue.area_mm2`` of its report.
+  configuration; precision ``auto``: bf16 on a CPU with AMX, fp32 elsewhere, see
+  ``models/device.py``). Seconds per mm² = ``provenance.durations_s.total`` /
+  ``tissue.area_mm2`` of its report. ``--precision fp32 auto`` runs it once per precision in
+  every round (``ATC_PRECISION``), so the precisions are compared side by side too.
 
 The ratio is TIAToolbox's s/mm² divided by atc-wsi's (> 1: atc-wsi's four analyses cost less per
 mm² than TIAToolbox's one network). Figures go to ``docs/benchmarks.md``; CI does not run this.
@@ -77,8 +79,8 @@ def atc_s_per_mm2(report: dict[str, Any]) -> tuple[float, float]:
     return float(report["provenance"]["durations_s"]["total"]) / area, area
 
 
-def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians and ranges over rounds of ``{"tia_s_per_mm2": …, "atc_s_per_mm2": …}``.
+def summarise(rounds: list[dict[str, Any]], atc_key: str = "atc_s_per_mm2") -> dict[str, Any]:
+    """Medians and ranges over rounds of ``{"tia_s_per_mm2": …, atc_key: …}``.
 
     ``ratio`` is TIAToolbox's median s/mm² over atc-wsi's (> 1: atc-wsi costs less per mm²);
     ``ratio_per_round`` pairs each round's two runs.
@@ -86,7 +88,7 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     if not rounds:
         raise ValueError("no rounds to summarise")
     tia = [r["tia_s_per_mm2"] for r in rounds]
-    atc = [r["atc_s_per_mm2"] for r in rounds]
+    atc = [r[atc_key] for r in rounds]
     med_tia, med_atc = statistics.median(tia), statistics.median(atc)
     return {
         "rounds": len(rounds),
@@ -133,16 +135,19 @@ def run_tia(
     return parse_result_line(proc.stdout)
 
 
-def run_atc(slide: Path, out: Path, config: Path | None, root: Path = ROOT) -> dict[str, Any]:
+def run_atc(
+    slide: Path, out: Path, config: Path | None, root: Path = ROOT, precision: str = "auto"
+) -> dict[str, Any]:
     """Run ``atc-wsi analyze --device cpu`` once (a fresh process) and return its report.
 
-    ``root`` is the checkout whose code runs (another one gives a before/after comparison).
+    ``root`` is the checkout whose code runs (another one gives a before/after comparison);
+    ``precision`` goes in as ``ATC_PRECISION`` (``auto``, ``fp32`` or ``bf16``).
     """
     entry = "import sys; from workers.cli import main; sys.argv[0] = 'atc-wsi'; main()"
     cmd = [sys.executable, "-c", entry, "analyze", str(slide), "--out", str(out), "--device", "cpu"]
     if config is not None:
         cmd += ["--config", str(config)]
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    env = {**os.environ, "PYTHONPATH": str(root), "ATC_PRECISION": precision}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=root)
     if proc.returncode != 0:
         raise RuntimeError(f"atc-wsi analyze failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -151,10 +156,13 @@ def run_atc(slide: Path, out: Path, config: Path | None, root: Path = ROOT) -> d
 
 
 def one_round(args: argparse.Namespace, slide: Path, k: int) -> dict[str, Any]:
-    """Run both once (TIAToolbox first on even rounds, atc-wsi first on odd ones)."""
+    """Run TIAToolbox and atc-wsi at each precision once; the order is reversed on odd rounds.
+
+    atc-wsi figures are keyed ``…@precision``; the first precision's also without the suffix.
+    """
     row: dict[str, Any] = {"round": k + 1, "load_before": [round(v, 2) for v in os.getloadavg()]}
-    first_tia = k % 2 == 0
-    for which in ("tia", "atc") if first_tia else ("atc", "tia"):
+    runs = ["tia", *(f"atc@{p}" for p in args.precision)]
+    for which in runs if k % 2 == 0 else runs[::-1]:
         t0, cpu0 = time.perf_counter(), _children_cpu_s()
         if which == "tia":
             res = run_tia(
@@ -163,12 +171,14 @@ def one_round(args: argparse.Namespace, slide: Path, k: int) -> dict[str, Any]:
             row["tia_s_per_mm2"], row["tia_mm2"] = tia_s_per_mm2(res, 224, 0.5)
             row["tia_total_s"], row["tia_tiles"] = res["total_s"], res["tiles"]
         else:
+            prec = which.split("@", 1)[1]
             with tempfile.TemporaryDirectory(prefix="vs-tia-") as tmp:
-                rep = run_atc(slide, Path(tmp) / "out", args.config, args.atc_root)
-            row["atc_s_per_mm2"], row["atc_mm2"] = atc_s_per_mm2(rep)
-            row["atc_durations_s"] = rep["provenance"]["durations_s"]
+                rep = run_atc(slide, Path(tmp) / "out", args.config, args.atc_root, prec)
+            row[f"atc_s_per_mm2@{prec}"], row["atc_mm2"] = atc_s_per_mm2(rep)
+            row[f"atc_durations_s@{prec}"] = rep["provenance"]["durations_s"]
+            row[f"atc_device@{prec}"] = rep["provenance"].get("device")
             mit = rep.get("mitosis", {})
-            row["atc_counts"] = {
+            row[f"atc_counts@{prec}"] = {
                 "mitoses": mit.get("count_total"),
                 "macrophages": rep.get("tam", {}).get("macrophages"),
             }
@@ -176,6 +186,10 @@ def one_round(args: argparse.Namespace, slide: Path, k: int) -> dict[str, Any]:
         # user + system CPU of the whole process tree (loader workers included): on a shared
         # machine far steadier than wall time, though it also counts start-up and writing
         row[f"{which}_process_cpu_s"] = round(_children_cpu_s() - cpu0, 2)
+    first = args.precision[0]
+    for key in ("atc_s_per_mm2", "atc_durations_s", "atc_counts"):
+        row[key] = row[f"{key}@{first}"]
+    row["atc_process_cpu_s"] = row[f"atc@{first}_process_cpu_s"]
     row["load_after"] = [round(v, 2) for v in os.getloadavg()]
     return row
 
@@ -207,6 +221,13 @@ def main() -> None:
         help="checkout whose atc-wsi code runs (default: this one; e.g. an export of main for "
         "a before/after comparison)",
     )
+    ap.add_argument(
+        "--precision",
+        nargs="+",
+        default=["auto"],
+        choices=("auto", "fp32", "bf16"),
+        help="atc-wsi precisions run in every round (ATC_PRECISION); the first is the headline",
+    )
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args()
     if args.rounds < 1:
@@ -217,25 +238,32 @@ def main() -> None:
     rounds = []
     for k in range(args.rounds):
         row = one_round(args, slide, k)
+        atc = ", ".join(
+            f"atc-wsi {p} {row[f'atc_s_per_mm2@{p}']:.3f} s/mm² "
+            f"({row[f'atc_durations_s@{p}']['total']:.1f} s, CPU s {row[f'atc@{p}_process_cpu_s']})"
+            for p in args.precision
+        )
         print(
             f"round {row['round']}: TIAToolbox {row['tia_s_per_mm2']:.3f} s/mm² "
-            f"({row['tia_total_s']:.1f} s, {row['tia_tiles']} patches), atc-wsi "
-            f"{row['atc_s_per_mm2']:.3f} s/mm² ({row['atc_durations_s']['total']:.1f} s, "
-            f"{row['atc_mm2']:.2f} mm²), process CPU s TIAToolbox {row['tia_process_cpu_s']} / "
-            f"atc-wsi {row['atc_process_cpu_s']}, load {row['load_before']} -> {row['load_after']}",
+            f"({row['tia_total_s']:.1f} s, {row['tia_tiles']} patches, CPU s "
+            f"{row['tia_process_cpu_s']}), {atc} on {row['atc_mm2']:.2f} mm², "
+            f"load {row['load_before']} -> {row['load_after']}",
             flush=True,
         )
         rounds.append(row)
     result = {
         "slide": str(slide),
         "atc_root": str(args.atc_root),
+        "precision": args.precision,
         **summarise(rounds),
+        "by_precision": {p: summarise(rounds, f"atc_s_per_mm2@{p}") for p in args.precision},
         "per_round": rounds,
     }
-    print(
-        f"TIAToolbox {result['tia_s_per_mm2']} s/mm², atc-wsi {result['atc_s_per_mm2']} s/mm², "
-        f"ratio {result['ratio']} (> 1: atc-wsi's four analyses cost less per mm²)"
-    )
+    for p, summ in result["by_precision"].items():
+        print(
+            f"TIAToolbox {summ['tia_s_per_mm2']} s/mm², atc-wsi ({p}) {summ['atc_s_per_mm2']} "
+            f"s/mm², ratio {summ['ratio']} (> 1: atc-wsi's four analyses cost less per mm²)"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))

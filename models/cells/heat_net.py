@@ -18,6 +18,7 @@ from torch import nn
 from models.cells.mitosis_net import max_filter
 from models.cells.nets import CellHeatNet
 from models.cells.stain import HDAB, StainMatrix
+from models.device import exact
 
 #: Input pixels per heat-map pixel.
 HEAT_STRIDE = 2
@@ -124,7 +125,9 @@ class IhcMacrophageDetector(MacrophageDetector):
         return torch.einsum("bchw,cs->bshw", od, self.unmix), od.sum(1, keepdim=True)
 
     def _logits_from_od(self, od: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.net(torch.einsum("bchw,cs->bshw", od, self.unmix) * 2.0)
+        with exact(od):  # the unmixing is fixed arithmetic: fp32 under any autocast
+            conc = torch.einsum("bchw,cs->bshw", od, self.unmix) * 2.0
+        out: torch.Tensor = self.net(conc)
         return out
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,7 +140,8 @@ class IhcMacrophageDetector(MacrophageDetector):
         peaks = self.peaks(torch.sigmoid(self._logits_from_od(od).float()))
         if not self.with_dab:
             return peaks
-        dab = torch.einsum("bchw,c->bhw", od, self.area_unmix[:, 1]).unsqueeze(1)
+        with exact(od):
+            dab = torch.einsum("bchw,c->bhw", od, self.area_unmix[:, 1]).unsqueeze(1)
         return peaks, torch.cat([dab.clamp_min(0.0), od.sum(1, keepdim=True)], dim=1)
 
 

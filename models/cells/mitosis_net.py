@@ -19,6 +19,7 @@ from torch import nn
 
 from models.cells.nets import MitosisNet
 from models.cells.stain import HED
+from models.device import exact
 
 #: RGB normalisation of every cell network: ``(x / 255 − MEAN) / STD``.
 MEAN = (0.5, 0.5, 0.5)
@@ -250,7 +251,8 @@ class MitosisTileDetector(nn.Module):
         of them are that tile's to report, so they are not classified here and come out as
         padding. The top-K selection is made before, so the other candidates are unchanged.
         """
-        rc, val = self.candidates(x)
+        with exact(x):  # the candidate stage is fixed arithmetic: fp32 under any autocast
+            rc, val = self.candidates(x)
         if neighbours is not None and self.margin_px > 0:
             val = self._leave_to_neighbours(rc, val, neighbours, x.shape[-2], x.shape[-1])
         b, k = val.shape

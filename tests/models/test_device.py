@@ -5,13 +5,46 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.device import resolve_device
+from models import device as device_mod
+from models.device import exact, resolve_device
 
 
-def test_cpu_defaults_to_fp32_channels_last() -> None:
+def test_cpu_auto_is_bf16_only_with_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ATC_PRECISION", raising=False)
+    monkeypatch.setattr(device_mod, "cpu_has_amx", lambda: False)
     d = resolve_device("cpu", "auto")
     assert d.device.type == "cpu" and d.amp_dtype is None and d.precision == "fp32"
     assert d.channels_last
+    monkeypatch.setattr(device_mod, "cpu_has_amx", lambda: True)
+    assert resolve_device("cpu", "auto").precision == "bf16"
+    assert resolve_device("cpu", "fp32").precision == "fp32"  # an explicit choice stays
+
+
+def test_precision_environment_overrides_auto_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATC_PRECISION", "fp32")
+    monkeypatch.setattr(device_mod, "cpu_has_amx", lambda: True)
+    assert resolve_device("cpu", "auto").precision == "fp32"
+    assert resolve_device("cpu", "bf16").precision == "bf16"
+    monkeypatch.setenv("ATC_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="precision must be"):
+        resolve_device("cpu", "auto")
+
+
+def test_cpu_flags_are_read_from_the_flags_line() -> None:
+    flags = device_mod._cpu_flags()
+    assert device_mod.cpu_has_amx() == ("amx_bf16" in flags)
+    if device_mod.cpu_has_amx():
+        assert device_mod.cpu_supports_bf16()
+
+
+def test_exact_runs_fixed_arithmetic_in_fp32_under_autocast() -> None:
+    a, b = torch.rand(64, 3), torch.rand(3, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = a @ b
+        with exact(a):
+            full = a @ b
+    assert low.dtype == torch.bfloat16
+    assert full.dtype == torch.float32 and torch.equal(full, a @ b)
 
 
 def test_bf16_can_be_asked_for_on_cpu() -> None:
