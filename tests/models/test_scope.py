@@ -1,4 +1,5 @@
-"""Scope verdict rules, their effect on the pattern, necrosis and grading sections, real slide."""
+"""Scope verdict rules, their effect on the pattern, necrosis, mitosis, TAM and grading sections,
+real slide."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.analyses.grading import GradingInputs, grading_report
+from models.analyses import AnalysisOutput
+from models.analyses.grading import GradingInputs, grading_report, inputs_from_results
 from models.analyses.scope import (
     IN_SCOPE,
     NO_TUMOUR,
     OUTSIDE,
+    counts_withheld,
     judge,
     tile_confidence,
+    withhold,
     withhold_patterns,
 )
 from models.analyses.settings_cells import GradingSettings
@@ -105,6 +109,46 @@ def test_grading_criteria_not_met_outside_scope() -> None:
         assert out["who2022_high_grade_feature_present"] is None
         assert out["numbers"]["necrosis_present"] is None
         assert out["scope_verdict"] == verdict
+
+
+def _results(verdict: str) -> dict[str, AnalysisOutput]:
+    reason = {IN_SCOPE: "Tumour found.", NO_TUMOUR: "No tumour was found.", OUTSIDE: "Unsure."}
+    return {
+        "scope": AnalysisOutput("scope", report={"verdict": verdict, "reason": reason[verdict]})
+    }
+
+
+def test_counts_are_withheld_on_no_tumour_only() -> None:
+    """Mitosis and H&E macrophage counts: withheld on no_tumour; IHC counts never."""
+    assert counts_withheld(_results(NO_TUMOUR)) == "no_tumour: No tumour was found."
+    assert counts_withheld(_results(NO_TUMOUR), ihc=True) is None
+    for verdict in (IN_SCOPE, OUTSIDE):
+        assert counts_withheld(_results(verdict)) is None
+    assert counts_withheld({}) is None  # scope did not run
+
+
+def test_withheld_counts_reach_grading_as_unknown() -> None:
+    """A withheld mitosis and TAM section gives the grading no number to judge (not 0)."""
+    from models.analyses.mitosis import COUNT_KEYS as MITOSIS_KEYS
+    from models.analyses.tam import COUNT_KEYS as TAM_KEYS
+
+    results = _results(NO_TUMOUR)
+    note = counts_withheld(results)
+    assert note is not None
+    mitosis = {"count_total": 0, "mitoses_per_2mm2_hotspot": 0, "mitoses_per_10hpf": 0,
+               "hpf_area_mm2": 0.237, "hotspot_2mm2": {"count": 0}}  # fmt: skip
+    tam = {"route": "he", "macrophages": 0, "density_per_mm2": 0.0, "tam_fraction": 0.0}
+    withhold(mitosis, MITOSIS_KEYS, note)
+    withhold(tam, TAM_KEYS, note)
+    assert all(mitosis[k] is None for k in MITOSIS_KEYS) and mitosis["hpf_area_mm2"] == 0.237
+    assert all(tam[k] is None for k in TAM_KEYS) and tam["withheld"] == note
+    results |= {"mitosis": AnalysisOutput("mitosis", mitosis), "tam": AnalysisOutput("tam", tam)}
+    numbers = grading_report(
+        inputs_from_results(results, 0.237), GradingSettings(), results["scope"].report
+    )["numbers"]
+    for key in ("mitoses_per_2mm2_hotspot", "mitoses_per_10hpf", "tam_density_per_mm2"):
+        assert numbers[key] is None, key
+    assert numbers["tam_high"] is None
 
 
 def _analyse_real(real_slide: Path, scope: ScopeSettings) -> dict[str, Any]:

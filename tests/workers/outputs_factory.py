@@ -162,7 +162,7 @@ def make_report(
         for c in ("spindle", "pleomorphic", "squamoid")
     }
     return {
-        "schema_version": "1.1",
+        "schema_version": "1.2",
         "slide": facts,
         "tissue": {"area_mm2": round(float(tissue.sum()) * tile_mm2, 4)},
         "pattern": {
