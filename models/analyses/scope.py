@@ -22,8 +22,8 @@ What each verdict withholds (the maps stay; a withheld figure is null and its se
 - on ``no_tumour`` only: the mitosis counts, densities and hotspots, and the H&E macrophage
   counts, density and fraction (:func:`counts_withheld`): there is no tumour to refer them to.
   On ``outside_validated`` they are reported, but no criterion is assessed on them;
-- never: the DAB-positive cells of a CD68/CD163 slide (their density over the tissue analysed
-  does not rest on the H&E-trained pattern classifier's tumour region).
+- never: the DAB-positive cells of a CD68/CD163 slide (deliberately; that section also reports
+  positive cells per mm² of the tissue analysed, which needs no tumour region).
 """
 
 from __future__ import annotations
