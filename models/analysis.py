@@ -28,7 +28,7 @@ from wsi.results import SlideOutputs
 from wsi.slide import Slide, open_slide
 from wsi.tissue import TissueMask, compute_tissue_mask
 
-REPORT_SCHEMA_VERSION = "1.1"
+REPORT_SCHEMA_VERSION = "1.2"
 StageProgress = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
 

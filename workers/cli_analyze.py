@@ -12,6 +12,7 @@ import typer
 
 from workers.cli_common import console, handle_errors
 from workers.report.settings import OutputSettings
+from workers.report.summary import section_lines
 
 if TYPE_CHECKING:
     from models.analysis import AnalysisResult
@@ -172,27 +173,7 @@ def analyze(
 def _summary(result: AnalysisResult, paths: dict[str, Path]) -> None:
     rep = result.report
     lines = [f"{rep['slide']['name']}: tissue {rep['tissue']['area_mm2']:.2f} mm²"]
-    if "scope" in rep:
-        lines.append(f"  scope     {rep['scope']['verdict']}: {rep['scope']['reason']}")
-    if "pattern" in rep:
-        p = rep["pattern"]
-        lines.append(
-            f"  pattern   predominant {p['predominant_display'] or 'none'}"
-            f"{' (mixed: ' + ', '.join(p['secondary_patterns']) + ')' if p['mixed'] else ''}, "
-            f"viable tumour {p['viable_tumour_mm2']:.2f} mm²"
-        )
-    if "necrosis" in rep:
-        n = rep["necrosis"]
-        pct = n["percent_of_tumour_bed"]
-        lines.append(
-            f"  necrosis  {n['area_mm2']:.3f} mm²"
-            + (f" = {pct:.1f}% of the tumour bed" if pct is not None else "")
-        )
-    if "grading" in rep:
-        flags = rep["grading"]["flags"]
-        met = sum(1 for f in flags if f["met"] is True)
-        known = sum(1 for f in flags if f["met"] is not None)
-        lines.append(f"  grading   {met} of {known} assessed criteria met ({len(flags)} in all)")
+    lines += section_lines(rep)
     prov = rep["provenance"]
     lines.append(f"  device    {prov['device']}; total {prov['durations_s']['total']:.1f} s")
     lines.append(f"  report    {paths['report']}")

@@ -62,23 +62,12 @@ def _analyse(slide: Path, out: Path, settings: Any) -> dict[str, Any]:
     return result.report
 
 
-def _line(report: dict[str, Any]) -> str:
-    parts = [f"tissue {report['tissue']['area_mm2']:.2f} mm²"]
-    if "scope" in report:
-        parts.append(f"scope {report['scope']['verdict']} ({report['scope']['reason']})")
-    if "pattern" in report:
-        parts.append(f"predominant {report['pattern'].get('predominant_display')}")
-    if "necrosis" in report:
-        parts.append(f"necrosis {report['necrosis']['area_mm2']:.2f} mm²")
-    if "mitosis" in report:
-        m = report["mitosis"]
-        parts.append(
-            f"mitoses {m.get('count_total')} ({m.get('count_atypical')} atypical, "
-            f"{m.get('count_tripolar')} tripolar)"
-        )
-    if "tam" in report:
-        parts.append(f"TAM {report['tam'].get('density_per_mm2') or 0:.0f}/mm²")
-    return "; ".join(parts)
+def _lines(report: dict[str, Any]) -> str:
+    from workers.report.summary import section_lines
+
+    return "\n".join(
+        [f"  tissue    {report['tissue']['area_mm2']:.2f} mm²", *section_lines(report)]
+    )
 
 
 def _compare(report: dict[str, Any], truth: dict[str, Any], tam_truth: float | None) -> None:
@@ -132,11 +121,11 @@ def demo(
         slide = _ensure_synthetic(out / "synthetic-slide", preset, seed, stain)
         typer.echo("analysing the synthetic slide …")
         report = _analyse(slide, out / "synthetic", settings)
-        typer.echo(f"  {_line(report)}")
+        typer.echo(_lines(report))
         truth = json.loads((slide.parent / "truth.json").read_text())
         _compare(report, truth, load_truth(slide.parent).tumour_macrophage_density())
         if real and REAL_SLIDE.exists():
             typer.echo(f"analysing the real H&E slide {REAL_SLIDE.name} …")
             real_report = _analyse(REAL_SLIDE, out / "real", settings)
-            typer.echo(f"  {_line(real_report)}")
+            typer.echo(_lines(real_report))
     typer.echo(f"open {out / 'synthetic' / 'report.html'} or run: atc-wsi view {out / 'synthetic'}")

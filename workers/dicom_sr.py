@@ -7,6 +7,11 @@ browser to render a PDF; and it references the slide it measured. The human-read
 
 Counts use the UCUM unit ``{count}``, densities ``/mm2``, areas ``mm2``, shares ``%``. Names not
 in SNOMED CT / DCM are local ``99ATC`` codes (``workers.dicom_results.local_code``).
+
+A figure the scope verdict withholds (null in ``report.json``, e.g. the mitosis count on a slide
+judged "no tumour found") has no measurement: the SR says instead, per section, that it was not
+assessed and why (a coded evaluation beside the scope verdict), so that a missing number is not
+read as "not run".
 """
 
 from __future__ import annotations
@@ -40,6 +45,16 @@ MEASUREMENTS: tuple[tuple[str, str, str, str, hd.sr.CodedConcept], ...] = (
 )
 
 
+#: (report section, code value, meaning) of each section whose figures the scope may withhold.
+WITHHOLDABLE: tuple[tuple[str, str, str], ...] = (
+    ("pattern", "PATTERN-MIX", "Pattern mix"),
+    ("necrosis", "NECROSIS-PCT", "Necrosis share of tumour bed"),
+    ("mitosis", "MITOSES", "Mitoses"),
+    ("tam", "TAM", "Tumour-associated macrophages"),
+)
+_NOT_ASSESSED = "NOT-ASSESSED"
+
+
 def _code(value: str, meaning: str) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(value=value, scheme_designator="99ATC", meaning=meaning)
 
@@ -51,7 +66,10 @@ def report_measurements(report: dict[str, Any]) -> list[hd.sr.Measurement]:
         number = (report.get(section) or {}).get(key)
         if isinstance(number, int | float) and not isinstance(number, bool):
             out.append(hd.sr.Measurement(name=_code(value, meaning), value=number, unit=unit))
-    for name, entry in ((report.get("pattern") or {}).get("per_class") or {}).items():
+    pattern = report.get("pattern") or {}
+    if pattern.get("withheld"):  # no tumour to take shares of (outside in_scope)
+        return out
+    for name, entry in (pattern.get("per_class") or {}).items():
         pct = entry.get("percent_of_tumour")
         if isinstance(pct, int | float):
             meaning = f"{entry.get('display', name)} share of tumour"
@@ -66,7 +84,7 @@ def report_measurements(report: dict[str, Any]) -> list[hd.sr.Measurement]:
 
 
 def report_evaluations(report: dict[str, Any]) -> list[hd.sr.QualitativeEvaluation]:
-    """Return the coded verdicts: scope and predominant pattern."""
+    """Return the coded verdicts: scope, the sections it withholds, the predominant pattern."""
     out = []
     verdict = (report.get("scope") or {}).get("verdict")
     if verdict:
@@ -76,6 +94,15 @@ def report_evaluations(report: dict[str, Any]) -> list[hd.sr.QualitativeEvaluati
                 value=_code(f"SCOPE-{str(verdict).upper()}", str(verdict).replace("_", " ")),
             )
         )
+    for section, value, meaning in WITHHOLDABLE:
+        note = (report.get(section) or {}).get("withheld")
+        if note:
+            out.append(
+                hd.sr.QualitativeEvaluation(
+                    name=_code(f"{value}-STATUS", f"{meaning}: assessment"),
+                    value=_code(_NOT_ASSESSED, f"Not assessed ({str(note).partition(':')[0]})"),
+                )
+            )
     predominant = (report.get("pattern") or {}).get("predominant")
     if predominant:
         out.append(

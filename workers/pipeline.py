@@ -26,7 +26,7 @@ ProgressFn = Callable[[str, int, int], None]
 CancelFn = Callable[[], bool]
 
 #: Part of every idempotency key: bump it when results would change for the same slide.
-PIPELINE_VERSION = "2.2.0"  # 2.2.0: pattern 1.2.0 (real tissue), no counts on no-tumour slides
+PIPELINE_VERSION = "2.3.0"  # 2.3.0: counts withheld (null) on no-tumour slides, not 0
 
 
 def run_pipeline(

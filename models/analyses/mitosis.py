@@ -22,7 +22,7 @@ from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
 from models.analyses.focus import out_of_focus
 from models.analyses.hotspot import RegionMask, densest_circle, hpf_circle_area_mm2
 from models.analyses.pattern import tumour_probability_in_boxes
-from models.analyses.scope import no_tumour_found
+from models.analyses.scope import counts_withheld, withhold
 from models.analyses.settings_cells import MitosisSettings
 from models.cells.candidates import cluster_points
 from models.cells.mitosis_net import MitosisTileDetector
@@ -36,6 +36,20 @@ from wsi.tissue import read_downsampled
 
 #: Columns of the finalised detection array (class probabilities as the classifier gave them).
 COLS = ("l0_x", "l0_y", "score", "p_typical", "p_atypical", "p_tripolar")
+#: Report keys withheld (null) when the scope verdict withholds the counts (no tumour found).
+COUNT_KEYS = (
+    "count_total",
+    "count_typical",
+    "count_atypical",
+    "count_tripolar",
+    "percent_atypical",
+    "percent_tripolar",
+    "per_mm2_viable_tumour",
+    "hotspot_2mm2",
+    "mitoses_per_2mm2_hotspot",
+    "hpf_circle",
+    "mitoses_per_10hpf",
+)
 #: Width of one candidate row of the detector output: row, col, OD, then one P per class.
 RAW_COLS = 3 + len(MITOSIS_CLASSES)
 
@@ -280,21 +294,25 @@ class MitosisAnalysis:
             }
         # on a slide judged "no tumour found" there is no tumour to count figures in: dark benign
         # nuclei in the few tiles scanned would be reported as a mitotic count of nothing
-        n_withheld = len(det) if no_tumour_found(dict(ctx.results)) else 0
+        withheld = counts_withheld(dict(ctx.results))
+        n_withheld = len(det) if withheld else 0
         det = det[n_withheld:]
         report, points, circles = summarise_mitoses(
             det, mpp=mpp, region=region, viable_tumour_mm2=viable_mm2, settings=ms
         )
+        if withheld:
+            withhold(report, COUNT_KEYS, withheld)
+            points, circles = [], []  # no markers, no hotspot circle: nothing was counted
         if mpp > 1.2 * spec.input_mpp:
             report["warnings"].append(
                 f"the slide's finest level is {mpp:.2f} µm/px: figures were judged on pixels "
                 f"upsampled to {spec.input_mpp} µm/px (the model's resolution); counts at this "
                 "resolution are not validated and tend to miss small figures"
             )
-        if n_withheld:
+        if withheld:
             report["warnings"].append(
-                f"no tumour found on this slide (scope): the {n_withheld} figure(s) detected in "
-                "the tiles scanned were not counted"
+                f"no tumour found on this slide (scope): mitoses were not counted (the "
+                f"{n_withheld} figure(s) detected in the tiles scanned were dropped)"
             )
         total = float(viable) if viable else 0.0
         if total and blur_report["tumour_mm2"] > 0.1 * total:

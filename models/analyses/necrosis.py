@@ -20,7 +20,7 @@ from skimage.measure import find_contours
 
 from models.accumulate import TileArrayAccumulator
 from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
-from models.analyses.scope import IN_SCOPE, scope_of
+from models.analyses.scope import IN_SCOPE, scope_of, withheld_note
 from models.engine import HeadFn
 from wsi.results import PolygonSet, RasterMap
 from wsi.synthetic.classes import TUMOUR_PATTERNS
@@ -222,7 +222,7 @@ class NecrosisAnalysis:
             ),
         }
         if withheld and scope is not None:
-            report["withheld"] = f"{scope['verdict']}: {scope['reason']}"
+            report["withheld"] = withheld_note(scope)
         factor = max(1, round(16.0 / um_per_px))  # overlay raster at about 16 µm/px
         return AnalysisOutput(
             name=self.name,

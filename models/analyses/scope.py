@@ -13,9 +13,17 @@ slide, with a one-sentence reason and the evidence behind it:
   ``min_tumour_fraction`` of the classified tissue;
 - ``in_scope``: judged, and tumour found.
 
-Outside ``in_scope`` the maps stay, but the report names no predominant pattern, no necrosis
-percentage and no grading criterion as met (see :func:`withhold_patterns`, the necrosis analysis
-and ``models.analyses.grading``).
+What each verdict withholds (the maps stay; a withheld figure is null and its section says why in
+``withheld``, :func:`withheld_note`):
+
+- outside ``in_scope`` (``no_tumour`` and ``outside_validated``): the predominant pattern and the
+  mix (:func:`withhold_patterns`), the necrosis percentage of the tumour bed (the necrosis
+  analysis) and every grading criterion (``models.analyses.grading``);
+- on ``no_tumour`` only: the mitosis counts, densities and hotspots, and the H&E macrophage
+  counts, density and fraction (:func:`counts_withheld`): there is no tumour to refer them to.
+  On ``outside_validated`` they are reported, but no criterion is assessed on them;
+- never: the DAB-positive cells of a CD68/CD163 slide (deliberately; that section also reports
+  positive cells per mm² of the tissue analysed, which needs no tumour region).
 """
 
 from __future__ import annotations
@@ -157,7 +165,18 @@ def withhold_patterns(pattern_report: dict[str, Any], verdict: dict[str, Any]) -
     pattern_report.update(
         {k: (list(v) if isinstance(v, list) else v) for k, v in _WITHHELD_PATTERN_KEYS.items()}
     )
-    pattern_report["withheld"] = f"{verdict['verdict']}: {verdict['reason']}"
+    pattern_report["withheld"] = withheld_note(verdict)
+
+
+def withheld_note(verdict: dict[str, Any]) -> str:
+    """Return a section's ``withheld`` value: ``"<verdict>: <reason>"`` (one sentence)."""
+    return f"{verdict['verdict']}: {verdict['reason']}"
+
+
+def withhold(report: dict[str, Any], keys: tuple[str, ...], note: str) -> None:
+    """Set ``keys`` of a report section to None and record why in its ``withheld``."""
+    report.update(dict.fromkeys(keys))
+    report["withheld"] = note
 
 
 def scope_of(results: dict[str, Any]) -> dict[str, Any] | None:
@@ -166,10 +185,16 @@ def scope_of(results: dict[str, Any]) -> dict[str, Any] | None:
     return getattr(out, "report", None) if out is not None else None
 
 
-def no_tumour_found(results: dict[str, Any]) -> bool:
-    """Whether the scope verdict (when it ran) is "no tumour found": counts are then withheld."""
+def counts_withheld(results: dict[str, Any], *, ihc: bool = False) -> str | None:
+    """Return the ``withheld`` note when the verdict withholds a cell count, else None.
+
+    The mitosis counts and the H&E macrophage counts are withheld on "no tumour found"; the
+    DAB-positive cells of an IHC slide (``ihc``) are not withheld.
+    """
     scope = scope_of(results)
-    return scope is not None and scope["verdict"] == NO_TUMOUR
+    if ihc or scope is None or scope["verdict"] != NO_TUMOUR:
+        return None
+    return withheld_note(scope)
 
 
 @register_analysis

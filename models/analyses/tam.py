@@ -21,7 +21,7 @@ from models.analyses import AnalysisContext, AnalysisOutput, register_analysis
 from models.analyses.hotspot import RegionMask, region_tissue_mm2
 from models.analyses.mitosis import necrosis_mask, tumour_region
 from models.analyses.pattern import tumour_probability_in_boxes
-from models.analyses.scope import no_tumour_found
+from models.analyses.scope import counts_withheld, withhold
 from models.analyses.settings_cells import TamSettings
 from models.cells.candidates import nms_points
 from models.cells.dab import DabAccumulator, DabDeconvolution
@@ -43,6 +43,8 @@ from wsi.tissue import read_downsampled
 _EVIDENCE_MPP = 4.0
 #: Largest cosine between the estimated haematoxylin and DAB vectors accepted (reference: 0.80).
 _MAX_H_DAB_COSINE = 0.85
+#: H&E report keys withheld (null) when the scope verdict withholds the counts (no tumour found).
+COUNT_KEYS = ("macrophages", "nucleated_cells", "density_per_mm2", "tam_fraction")
 _AREA_BASIS = (
     "tissue inside the viable tumour region (pattern tiles with viable-tumour probability >= 0.5, "
     "minus the necrosis mask), the same region the cells are counted in"
@@ -313,17 +315,18 @@ class TamAnalysis:
         mpp = ctx.slide.mpp
         region_mm2 = region_tissue_mm2(region, ctx.tissue, mpp) or None
         radius = s.peak_min_distance_um / mpp
+        withheld = counts_withheld(dict(ctx.results), ihc=route == "ihc")
         if route == "he":
             info, (mac, cells), prov, stats = _run_he(ctx, s)
             mac = _dedup(mac, radius)
             cells = _dedup(cells, radius)
             mac = mac[region.contains(mac[:, :2])]
             n_cells = int(region.contains(cells[:, :2]).sum())
-            if len(mac) and no_tumour_found(dict(ctx.results)):
+            if withheld:
                 # no tumour found on this H&E slide: no tumour-associated macrophages to count
-                report.setdefault("warnings", []).append(
-                    f"no tumour found on this slide (scope): the {len(mac)} macrophage(s) "
-                    "detected in the tumour-probability region were not counted"
+                report["warnings"].append(
+                    f"no tumour found on this slide (scope): macrophages were not counted (the "
+                    f"{len(mac)} detected in the tumour-probability region were dropped)"
                 )
                 mac = mac[:0]
             report |= info | {
@@ -360,12 +363,19 @@ class TamAnalysis:
         report["tumour_region_tissue_mm2"] = round(region_mm2, 4) if region_mm2 else None
         report["necrosis_excluded"] = region.necrosis is not None
         report["density_grid_um"] = s.density_grid_um
-        dmap = density_map(mac[:, :2], ctx.slide.dimensions, mpp, s.density_grid_um, "tam_density")
+        maps: list[RasterMap] = []
+        points: list[PointSet] = []
+        if withheld:  # no markers, and no all-zero density map (it would read as "none found")
+            withhold(report, COUNT_KEYS, withheld)
+        else:
+            dims = ctx.slide.dimensions
+            maps = [density_map(mac[:, :2], dims, mpp, s.density_grid_um, "tam_density")]
+            points = [PointSet("Macrophage", mac[:, :2].copy(), mac[:, 2].astype(np.float32))]
         return AnalysisOutput(
             self.name,
             report=report,
-            maps=[dmap],
-            points=[PointSet("Macrophage", mac[:, :2].copy(), mac[:, 2].astype(np.float32))],
+            maps=maps,
+            points=points,
             models=[prov],
             qc=ctx.engine_qc(stats),
             data={

@@ -130,6 +130,41 @@ def test_sr_holds_the_report_numbers(cmu1_files: list[Path], tmp_path: Path) -> 
     assert sr.StudyInstanceUID == pydicom.dcmread(cmu1_files[0]).StudyInstanceUID
 
 
+def _evaluations(items: Any) -> dict[str, str]:
+    """The coded evaluations (concept meaning → value meaning) anywhere in the SR tree."""
+    out: dict[str, str] = {}
+    for item in items:
+        if item.ValueType == "CODE":
+            out[item.ConceptNameCodeSequence[0].CodeMeaning] = item.ConceptCodeSequence[
+                0
+            ].CodeMeaning
+        if "ContentSequence" in item:
+            out |= _evaluations(item.ContentSequence)
+    return out
+
+
+def test_sr_says_withheld_figures_were_not_assessed(cmu1_files: list[Path], tmp_path: Path) -> None:
+    """A slide judged "no tumour found": no mitosis or macrophage measurement (not 0), and the SR
+    says they were not assessed, beside the scope verdict."""
+    outputs, report = _outputs()
+    outputs.points = []
+    note = "no_tumour: No tumour was found."
+    report["scope"] = {"verdict": "no_tumour", "reason": "No tumour was found."}
+    report["mitosis"] |= {"count_total": None, "mitoses_per_2mm2_hotspot": None, "withheld": note}
+    report["tam"] |= {"macrophages": None, "density_per_mm2": None, "withheld": note}
+    report["pattern"] |= {"predominant": None, "withheld": note}
+    report["pattern"]["per_class"] = {"spindle": {"percent_of_tumour": 100.0}}
+    path = tmp_path / "sr.dcm"
+    build_objects(outputs, report, cmu1_files[0].parent)["report-sr"].save_as(path)
+    sr = hd.sr.srread(path)
+    assert _numbers(sr.ContentSequence) == {"Necrosis area": 0.0001}  # no count, no share
+    evaluations = _evaluations(sr.ContentSequence)
+    assert evaluations["Analysis scope verdict"] == "no tumour"
+    for section in ("Mitoses", "Tumour-associated macrophages", "Pattern mix"):
+        assert evaluations[f"{section}: assessment"] == "Not assessed (no_tumour)", evaluations
+    assert "Predominant ATC pattern" not in evaluations
+
+
 def test_pattern_labels_follow_the_report_arg_max_rule() -> None:
     """A tile whose top class is under 0.5 keeps its class; background (1 - sum) can win."""
     from workers.dicom_results import pattern_labels

@@ -1,4 +1,5 @@
-"""Scope verdict rules, their effect on the pattern, necrosis and grading sections, real slide."""
+"""Scope verdict rules, their effect on the pattern, necrosis, mitosis, TAM and grading sections,
+real slide."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.analyses.grading import GradingInputs, grading_report
+from models.analyses import AnalysisOutput
+from models.analyses.grading import GradingInputs, grading_report, inputs_from_results
 from models.analyses.scope import (
     IN_SCOPE,
     NO_TUMOUR,
     OUTSIDE,
+    counts_withheld,
     judge,
     tile_confidence,
+    withhold,
     withhold_patterns,
 )
 from models.analyses.settings_cells import GradingSettings
@@ -107,25 +111,70 @@ def test_grading_criteria_not_met_outside_scope() -> None:
         assert out["scope_verdict"] == verdict
 
 
-def _analyse_real(real_slide: Path, scope: ScopeSettings) -> dict[str, Any]:
+def _results(verdict: str) -> dict[str, AnalysisOutput]:
+    reason = {IN_SCOPE: "Tumour found.", NO_TUMOUR: "No tumour was found.", OUTSIDE: "Unsure."}
+    return {
+        "scope": AnalysisOutput("scope", report={"verdict": verdict, "reason": reason[verdict]})
+    }
+
+
+def test_counts_are_withheld_on_no_tumour_only() -> None:
+    """Mitosis and H&E macrophage counts: withheld on no_tumour; IHC counts never."""
+    assert counts_withheld(_results(NO_TUMOUR)) == "no_tumour: No tumour was found."
+    assert counts_withheld(_results(NO_TUMOUR), ihc=True) is None
+    for verdict in (IN_SCOPE, OUTSIDE):
+        assert counts_withheld(_results(verdict)) is None
+    assert counts_withheld({}) is None  # scope did not run
+
+
+def test_withheld_counts_reach_grading_as_unknown() -> None:
+    """A withheld mitosis and TAM section gives the grading no number to judge (not 0)."""
+    from models.analyses.mitosis import COUNT_KEYS as MITOSIS_KEYS
+    from models.analyses.tam import COUNT_KEYS as TAM_KEYS
+
+    results = _results(NO_TUMOUR)
+    note = counts_withheld(results)
+    assert note is not None
+    mitosis = {"count_total": 0, "mitoses_per_2mm2_hotspot": 0, "mitoses_per_10hpf": 0,
+               "hpf_area_mm2": 0.237, "hotspot_2mm2": {"count": 0}}  # fmt: skip
+    tam = {"route": "he", "macrophages": 0, "density_per_mm2": 0.0, "tam_fraction": 0.0}
+    withhold(mitosis, MITOSIS_KEYS, note)
+    withhold(tam, TAM_KEYS, note)
+    assert all(mitosis[k] is None for k in MITOSIS_KEYS) and mitosis["hpf_area_mm2"] == 0.237
+    assert all(tam[k] is None for k in TAM_KEYS) and tam["withheld"] == note
+    results |= {"mitosis": AnalysisOutput("mitosis", mitosis), "tam": AnalysisOutput("tam", tam)}
+    numbers = grading_report(
+        inputs_from_results(results, 0.237), GradingSettings(), results["scope"].report
+    )["numbers"]
+    for key in ("mitoses_per_2mm2_hotspot", "mitoses_per_10hpf", "tam_density_per_mm2"):
+        assert numbers[key] is None, key
+    assert numbers["tam_high"] is None
+
+
+def _analyse_real(
+    real_slide: Path,
+    scope: ScopeSettings,
+    analyses: tuple[str, ...] = ("pattern", "scope", "necrosis", "grading"),
+) -> Any:
+    """The analysis result of the real slide (its report validated against the schema)."""
     from models.analysis import analyze_slide
     from models.settings import EngineSettings, PipelineSettings
     from workers.report import validate_report
 
     settings = PipelineSettings(
-        analyses=("pattern", "scope", "necrosis", "grading"),
+        analyses=analyses,
         engine=EngineSettings(device="cpu", num_workers=0),
         scope=scope,
     )
-    rep = analyze_slide(real_slide, settings).report
-    validate_report(rep)
-    return rep
+    result = analyze_slide(real_slide, settings)
+    validate_report(result.report)
+    return result
 
 
 @pytest.mark.slow
 def test_real_slide_outside_validated_resolution_withholds_everything(real_slide: Path) -> None:
     """CMU-1-Small-Region (0.499 µm/px, H&E) judged against a 0.25 µm/px limit: outside."""
-    rep = _analyse_real(real_slide, ScopeSettings(max_mpp=0.25))
+    rep = _analyse_real(real_slide, ScopeSettings(max_mpp=0.25)).report
     scope = rep["scope"]
     assert (scope["verdict"], scope["rule"], scope["stain"]) == (OUTSIDE, "resolution", "eosin")
     assert scope["mpp"] == pytest.approx(0.499, abs=0.001)
@@ -142,9 +191,31 @@ def test_real_slide_outside_validated_resolution_withholds_everything(real_slide
 
 @pytest.mark.slow
 def test_real_benign_slide_is_no_tumour(real_slide: Path) -> None:
-    """CMU-1-Small-Region (benign skin, H&E): no tumour, no necrosis, no criterion met."""
-    rep = _analyse_real(real_slide, ScopeSettings())
+    """CMU-1-Small-Region (benign skin, H&E): no tumour, no necrosis share, no criterion met, and
+    no mitosis or macrophage figure: null with the reason, not 0 (no markers, circle or map)."""
+    from models.analyses.mitosis import COUNT_KEYS as MITOSIS_KEYS
+    from models.analyses.tam import COUNT_KEYS as TAM_KEYS
+
+    everything = ("pattern", "scope", "necrosis", "mitosis", "tam", "grading")
+    result = _analyse_real(real_slide, ScopeSettings(), everything)
+    rep = result.report
     assert rep["scope"]["verdict"] == NO_TUMOUR, rep["scope"]
-    assert rep["pattern"]["predominant"] is None
+    note = f"no_tumour: {rep['scope']['reason']}"
+    assert rep["pattern"]["predominant"] is None and rep["pattern"]["withheld"] == note
     assert rep["necrosis"]["area_mm2"] <= 0.02
+    assert rep["necrosis"]["percent_of_tumour_bed"] is None and rep["necrosis"]["withheld"] == note
     assert not any(f["met"] for f in rep["grading"]["flags"])
+    mitosis, tam = rep["mitosis"], rep["tam"]
+    assert {k: mitosis[k] for k in MITOSIS_KEYS} == dict.fromkeys(MITOSIS_KEYS)
+    assert mitosis["withheld"] == note and mitosis["hpf_area_mm2"] == 0.237
+    assert any(w.startswith("no tumour found on this slide") for w in mitosis["warnings"])
+    assert tam["route"] == "he"  # H&E: the macrophage counts are withheld too
+    assert {k: tam[k] for k in TAM_KEYS} == dict.fromkeys(TAM_KEYS) and tam["withheld"] == note
+    numbers = rep["grading"]["numbers"]
+    for key in ("mitoses_per_2mm2_hotspot", "mitoses_per_10hpf", "tam_density_per_mm2"):
+        assert numbers[key] is None, key
+    assert numbers["tam_high"] is None
+    out = result.outputs
+    assert out.circles == [], out.circles
+    assert not [p.name for p in out.points if p.name.startswith(("Mitosis", "Macrophage"))]
+    assert "tam_density" not in {m.name for m in out.maps}

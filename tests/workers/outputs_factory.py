@@ -162,7 +162,7 @@ def make_report(
         for c in ("spindle", "pleomorphic", "squamoid")
     }
     return {
-        "schema_version": "1.1",
+        "schema_version": "1.2",
         "slide": facts,
         "tissue": {"area_mm2": round(float(tissue.sum()) * tile_mm2, 4)},
         "pattern": {
@@ -227,3 +227,41 @@ def make_report(
             "finished_at": "2026-11-25T19:00:13Z",
         },
     }
+
+
+#: The scope verdict of the benign skin slide (CMU-1-Small-Region, pattern 1.2.0).
+NO_TUMOUR_REASON = (
+    "No tumour was found: tumour-pattern tiles cover 0.029 mm² (4.8% of the pattern-classified "
+    "tissue), below 0.15 mm² or 5%."
+)
+
+
+def make_withheld_outputs(slide_path: Path = SLIDE) -> SlideOutputs:
+    """:func:`make_outputs` as on a slide judged "no tumour found" (report schema 1.2).
+
+    The figures the scope verdict withholds are null with ``withheld``; there are no mitosis or
+    macrophage points, no hotspot circle and no TAM density map (``models.analyses.scope``).
+    """
+    from workers.report.schema_cells import MITOSIS_COUNTS, TAM_COUNTS
+
+    outputs = make_outputs(slide_path)
+    note = f"no_tumour: {NO_TUMOUR_REASON}"
+    rep = outputs.report
+    rep["scope"] |= {"verdict": "no_tumour", "reason": NO_TUMOUR_REASON}
+    rep["pattern"] |= {"predominant": None, "mixed": False, "withheld": note}
+    rep["necrosis"] |= {"percent_of_tumour_bed": None, "withheld": note}
+    rep["mitosis"] |= dict.fromkeys(MITOSIS_COUNTS) | {
+        "withheld": note,
+        "warnings": [
+            "no tumour found on this slide (scope): mitoses were not counted (the 15 figure(s) "
+            "detected in the tiles scanned were dropped)"
+        ],
+    }
+    rep["tam"] |= dict.fromkeys(TAM_COUNTS) | {"withheld": note, "warnings": []}
+    for flag in rep["grading"]["flags"]:
+        flag |= {"met": None, "note": f"not assessed (no_tumour): {NO_TUMOUR_REASON}"}
+        if "mitoses" in flag["name"] or flag["name"] == "tam_high":
+            flag["measured"] = None
+    outputs.points, outputs.circles = [], []
+    outputs.maps = [m for m in outputs.maps if m.name != "tam_density"]
+    return outputs

@@ -47,6 +47,29 @@ def test_analyze_writes_report_and_tiles(tmp_path: Path) -> None:
     assert "pattern" in (tmp_path / "work" / "chunks.log").read_text()
 
 
+@pytest.mark.slow
+def test_analyze_benign_slide_says_not_assessed(tmp_path: Path) -> None:
+    """All analyses on benign skin ("no tumour found"): the summary and report.json say the
+    counts were not assessed and why, instead of 0; no hotspot circle is exported."""
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["analyze", str(CMU), "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    lines = {line.split()[0]: line for line in res.output.splitlines() if line.startswith("  ")}
+    assert "no_tumour" in lines["scope"]
+    for key in ("mitoses", "TAM"):
+        assert lines[key].endswith("not assessed — no tumour was found on this slide"), lines[key]
+    assert "share of the tumour bed not assessed" in lines["necrosis"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["mitosis"]["count_total"] is None and report["tam"]["density_per_mm2"] is None
+    assert report["mitosis"]["withheld"].startswith("no_tumour: No tumour was found")
+    geo = json.loads((out / "annotations.geojson").read_text())
+    names = {f["properties"]["classification"]["name"] for f in geo["features"]}
+    assert not any(n.startswith(("Mitosis", "Macrophage")) for n in names), names
+    assert not (out / "overlays" / "tam_density.u8.tiff").exists()
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "Not assessed — no tumour was found on this slide" in page
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

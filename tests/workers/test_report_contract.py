@@ -17,15 +17,18 @@ import numpy as np
 import pytest
 from outputs_factory import SLIDE, make_outputs
 
+from models.analyses import mitosis as mitosis_analysis
+from models.analyses import tam as tam_analysis
 from models.analyses.grading import GradingInputs, grading_report
 from models.analyses.mitosis import summarise_mitoses
 from models.analyses.pattern import summarise_patterns
-from models.analyses.scope import judge, withhold_patterns
+from models.analyses.scope import judge, withheld_note, withhold, withhold_patterns
 from models.analyses.settings_cells import GradingSettings, MitosisSettings
 from models.analysis import slide_section, tissue_section
 from models.cells.stain import StainEvidence
 from models.settings import ScopeSettings
 from workers.report import validate_report, write_outputs
+from workers.report.schema_cells import MITOSIS_COUNTS, TAM_COUNTS
 from wsi import TissueSettings, compute_tissue_mask, open_slide
 from wsi.synthetic.classes import PATTERN_CLASSES
 
@@ -120,6 +123,25 @@ def test_scope_verdict_outside_scope_validates_and_shows(
     outputs.maps = outputs.maps[:1]
     page = write_outputs(outputs, tmp_path, SLIDE)["report_html"].read_text(encoding="utf-8")
     assert "No tumour found." in page and "0 of 0 assessed" in page
+
+
+def test_withheld_keys_are_the_schemas() -> None:
+    """The keys the analyses null when withheld are the ones the schema requires null."""
+    assert mitosis_analysis.COUNT_KEYS == MITOSIS_COUNTS
+    assert tam_analysis.COUNT_KEYS == TAM_COUNTS
+
+
+def test_withheld_mitosis_section_validates(real_sections: dict[str, Any]) -> None:
+    """The mitosis builder's section with its counts withheld (as on a no-tumour slide)."""
+    scope = {"verdict": "no_tumour", "reason": "No tumour was found."}
+    mitosis, _, _ = summarise_mitoses(
+        np.zeros((0, 6)), mpp=0.5, region=None, viable_tumour_mm2=0.03, settings=MitosisSettings()
+    )
+    withhold(mitosis, mitosis_analysis.COUNT_KEYS, withheld_note(scope))
+    mitosis["warnings"].append("no tumour found on this slide (scope): mitoses were not counted")
+    tam = {"route": "he", "warnings": []} | dict.fromkeys(tam_analysis.COUNT_KEYS)
+    tam["withheld"] = withheld_note(scope)
+    validate_report(report_with(real_sections, mitosis=mitosis, tam=tam))
 
 
 def test_real_points_round_trip_through_geojson(

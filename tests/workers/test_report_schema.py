@@ -90,3 +90,51 @@ def test_sections_are_fully_specified_when_present(report: dict[str, Any]) -> No
         bad[section] = {}
         with pytest.raises(ReportValidationError, match=section):
             validate_report(bad)
+
+
+NOTE = "no_tumour: No tumour was found: tumour-pattern tiles cover 0.029 mm², below 0.15 mm²."
+
+
+def withheld_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The factory report as on a slide judged "no tumour found" (1.2): figures null, reasons."""
+    from workers.report.schema_cells import MITOSIS_COUNTS, TAM_COUNTS
+
+    out = copy.deepcopy(report)
+    out["scope"] |= {"verdict": "no_tumour", "reason": NOTE.removeprefix("no_tumour: ")}
+    out["pattern"] |= {"predominant": None, "mixed": False, "withheld": NOTE}
+    out["necrosis"] |= {"percent_of_tumour_bed": None, "withheld": NOTE}
+    out["mitosis"] |= dict.fromkeys(MITOSIS_COUNTS) | {
+        "withheld": NOTE,
+        "warnings": ["no tumour found on this slide (scope): mitoses were not counted"],
+    }
+    out["tam"] |= dict.fromkeys(TAM_COUNTS) | {"withheld": NOTE}
+    return out
+
+
+def test_withheld_sections_validate(report: dict[str, Any]) -> None:
+    validate_report(withheld_report(report))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "where"),
+    [
+        (("mitosis", "count_total"), 0, "mitosis"),
+        (("mitosis", "hotspot_2mm2"), {"count": 0}, "mitosis"),
+        (("mitosis", "mitoses_per_10hpf"), 0, "mitosis"),
+        (("mitosis", "warnings"), [], "mitosis"),
+        (("tam", "density_per_mm2"), 0.0, "tam"),
+        (("tam", "macrophages"), 0, "tam"),
+        (("necrosis", "percent_of_tumour_bed"), 10.0, "necrosis"),
+        (("pattern", "predominant"), "spindle", "pattern"),
+        (("mitosis", "withheld"), "because", "mitosis"),
+        (("tam", "withheld"), "in_scope: tumour", "tam"),
+    ],
+)
+def test_withheld_figures_must_be_null(
+    report: dict[str, Any], path: tuple[str, ...], value: Any, where: str
+) -> None:
+    """A section that says it is withheld cannot also hold a number (0 included)."""
+    bad = withheld_report(report)
+    bad[path[0]][path[1]] = value
+    with pytest.raises(ReportValidationError, match=where):
+        validate_report(bad)

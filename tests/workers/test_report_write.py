@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import openslide
 import pytest
-from outputs_factory import SLIDE, make_outputs
+from outputs_factory import SLIDE, make_outputs, make_withheld_outputs
 
 import workers.report.write as write_mod
 from workers.report import OutputSettings, ReportValidationError, validate_report, write_outputs
@@ -217,3 +217,33 @@ def test_crash_on_first_write_leaves_no_file(
     names = sorted(p.name for p in tmp_path.iterdir())
     assert "tiles.npz" not in names and "report.json" not in names
     assert not [n for n in names if n.endswith(".tmp")]
+
+
+def test_withheld_figures_read_not_assessed(tmp_path: Path) -> None:
+    """A slide judged "no tumour found": no 0 where a count would be, the reason instead; no
+    hotspot circle, no mitosis or macrophage objects, no TAM overlay."""
+    outputs = make_withheld_outputs()
+    paths = write_outputs(outputs, tmp_path, SLIDE)
+    report = json.loads(paths["report"].read_text(encoding="utf-8"))
+    validate_report(report)
+    assert report["mitosis"]["count_total"] is None and report["tam"]["density_per_mm2"] is None
+    fc = json.loads(paths["annotations"].read_text(encoding="utf-8"))
+    names = {f["properties"]["classification"]["name"] for f in fc["features"]}
+    assert not any(n.startswith(("Mitosis", "Macrophage")) for n in names), names
+    assert not any(k.startswith("overlay:tam_density") for k in paths)
+    page = paths["report_html"].read_text(encoding="utf-8")
+    reason = "not assessed — no tumour was found on this slide"
+    assert "Not assessed — no tumour was found on this slide" in page  # the mitosis section
+    assert page.count(reason) == 2  # necrosis share, TAM density
+    assert "mitoses not assessed, no hotspot" in page
+    cards = re.findall(r"<div class='v na'>not assessed</div><div class='k'>([^<]+)</div>", page)
+    assert cards == [
+        "Predominant pattern",
+        "Necrosis, % of tumour bed",
+        "Mitoses in 2 mm² hotspot",
+        "Mitoses per 10 HPF (0.237 mm² per HPF)",
+        "TAM density",
+    ]
+    # thumbnail and pattern map; no pattern mix, mitotic density, TAM map or detection gallery
+    assert len(re.findall(r"src='data:image/png;base64,", page)) == 2
+    assert "Total detected" not in page and "Detections to check" not in page

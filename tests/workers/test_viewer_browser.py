@@ -11,13 +11,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi import Depends, Header, HTTPException
-from outputs_factory import SLIDE, make_outputs
+from outputs_factory import SLIDE, make_outputs, make_withheld_outputs
 from PIL import Image
 
 from workers.report import write_outputs
@@ -52,17 +53,12 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("needs /usr/bin/chromium (make system-deps)")
     if not (STATIC_DIR / "openseadragon" / "openseadragon.min.js").exists():
         pytest.skip("needs OpenSeadragon in workers/viewer/static (make viewer-assets)")
-    import uvicorn
-
     outputs = make_outputs()
     outputs.maps = [
         m for m in outputs.maps if m.name in {"pattern_spindle", "necrosis", "tam_density"}
     ]
     out_dir = tmp_path_factory.mktemp("browser-out")
     write_outputs(outputs, out_dir, SLIDE)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = make_local_app(out_dir)
     # The same router as the API mounts it: data routes behind a bearer-token check.
     app.include_router(
@@ -70,6 +66,18 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             lambda _id: out_dir, prefix=SECURE_PREFIX, dependencies=[Depends(require_token)]
         )
     )
+    with serve(app) as url:
+        yield url
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free local port; yield its URL."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -78,9 +86,11 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if time.monotonic() > deadline:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def shot(page: Any) -> np.ndarray:
@@ -186,5 +196,30 @@ def test_viewer_sends_the_api_token(server_url: str) -> None:
             other.goto(base)
             other.wait_for_function("window.atcViewer && window.atcViewer.error", timeout=20000)
             assert "401" in (other.locator("#status").text_content() or "")
+        finally:
+            browser.close()
+
+
+def test_viewer_names_withheld_counts(server_url: str, tmp_path: Path) -> None:
+    """A slide judged "no tumour found": the panel says mitoses and TAMs were not assessed, and no
+    mitosis or macrophage marker or hotspot circle is drawn (the necrosis outline is)."""
+    from playwright.sync_api import sync_playwright
+
+    write_outputs(make_withheld_outputs(), tmp_path, SLIDE)
+    with serve(make_local_app(tmp_path)) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url + "/")
+            page.wait_for_function("window.atcViewer && window.atcViewer.ready", timeout=20000)
+            notes = page.locator("#marker-toggles .not-assessed")
+            assert notes.all_text_contents() == [
+                "Mitoses: not assessed — no tumour was found on this slide",
+                "Macrophages (TAM): not assessed — no tumour was found on this slide",
+            ]
+            assert notes.first.is_visible()
+            assert page.locator(".marker").count() == 0
+            assert page.locator("#annotation-svg path").count() == 1  # necrosis, no hotspot
+            assert page.locator("input[data-layer='tam_density']").count() == 0
         finally:
             browser.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
-from outputs_factory import SLIDE, make_outputs
+from outputs_factory import SLIDE, make_outputs, make_withheld_outputs
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -62,6 +62,7 @@ def test_page_layers_and_static(client: TestClient) -> None:
     ]
     assert client.get(f"{BASE}/static/viewer.js").status_code == 200
     assert client.get(f"{BASE}/report.html").text.startswith("<!DOCTYPE html>")
+    assert layers["not_assessed"] == []
 
 
 def test_static_path_traversal_refused(client: TestClient) -> None:
@@ -110,6 +111,24 @@ def test_markers_leave_out_tiles(client: TestClient) -> None:
         "Mitosis hotspot 2 mm²": 1,
     }
     assert len(markers["features"]) == sum(classes.values())
+
+
+def test_withheld_counts_are_named_not_drawn(tmp_path: Path) -> None:
+    """On a slide judged "no tumour found" the page says mitoses and TAMs were not assessed, and
+    has no mitosis or macrophage markers, hotspot circle or TAM layer to show."""
+    write_outputs(make_withheld_outputs(), tmp_path, SLIDE)
+    c = TestClient(make_local_app(tmp_path))
+    layers = c.get(f"{BASE}/layers.json").json()
+    assert layers["not_assessed"] == [
+        {"section": "mitosis", "text": "Mitoses: not assessed — no tumour was found on this slide"},
+        {
+            "section": "tam",
+            "text": "Macrophages (TAM): not assessed — no tumour was found on this slide",
+        },
+    ]
+    assert "tam_density" not in {o["name"] for o in layers["overlays"]}
+    markers = c.get(f"{BASE}/markers.geojson").json()
+    assert set(markers["classes"]) == {"Necrosis"}
 
 
 def test_tiles_are_cached(out_dir: Path) -> None:

@@ -16,6 +16,7 @@ from matplotlib.patches import Patch
 from matplotlib.patches import Polygon as PolygonPatch
 from numpy.typing import NDArray
 
+from workers.report.withheld import withheld_reason
 from wsi.export.colors import class_color, colormap_for, display_name, hex_color
 from wsi.export.overlays import render_codes
 from wsi.results import RasterMap, SlideOutputs
@@ -102,7 +103,9 @@ def pattern_labels(
 
 def overview(thumb: Thumb, outputs: SlideOutputs) -> bytes:
     """Thumbnail with necrosis outlines, the hotspot circle and mitosis markers."""
-    fig, ax = _map_figure(thumb, "Slide with necrosis, mitoses and hotspot")
+    withheld = withheld_reason(outputs.report.get("mitosis")) is not None
+    title = "Slide with necrosis" if withheld else "Slide with necrosis, mitoses and hotspot"
+    fig, ax = _map_figure(thumb, title)
     s = thumb.scale
     handles = []
     for polys in outputs.polygons:

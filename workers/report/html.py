@@ -10,6 +10,7 @@ from typing import Any
 
 from workers.report import figures
 from workers.report.figures import Thumb
+from workers.report.withheld import NOT_ASSESSED, not_assessed, withheld_reason
 from wsi.export.colors import display_name
 from wsi.results import SlideOutputs
 
@@ -32,6 +33,7 @@ th{background:#eef0f4} td.num{text-align:right;font-variant-numeric:tabular-nums
 figure{background:#fff;margin:10px 0;padding:10px;border-radius:8px;display:inline-block}
 figure img{max-width:100%} figcaption{color:#5b6475;font-size:.9em}
 .met{color:#b00020;font-weight:600} .notmet{color:#2e7d32}
+.card .v.na{font-size:1.1em;color:#5b6475} p.withheld{color:#5b6475;font-style:italic}
 h3{font-size:1em;margin:16px 0 4px}
 .gallery{display:flex;flex-wrap:wrap;gap:6px;margin:4px 0}
 .gallery figure.cell{margin:0;padding:4px;text-align:center}
@@ -94,35 +96,45 @@ def _scope(report: dict[str, Any]) -> str:
     )
 
 
+def _card_value(section: dict[str, Any], value: str) -> tuple[str, bool]:
+    """The card's value, or "not assessed" (True) when the section is withheld."""
+    return (NOT_ASSESSED, True) if withheld_reason(section) else (value, False)
+
+
 def _cards(report: dict[str, Any]) -> str:
-    cards: list[tuple[str, str]] = []
+    cards: list[tuple[str, tuple[str, bool]]] = []
     if "scope" in report:
-        cards.append(("Scope", SCOPE_TITLES.get(report["scope"]["verdict"], "—")))
+        cards.append(("Scope", (SCOPE_TITLES.get(report["scope"]["verdict"], "—"), False)))
     if "pattern" in report:
         p = report["pattern"]
         pred = display_name(p["predominant"]) if p.get("predominant") else "—"
-        cards.append(("Predominant pattern", pred + (" (mixed)" if p.get("mixed") else "")))
+        pred += " (mixed)" if p.get("mixed") else ""
+        cards.append(("Predominant pattern", _card_value(p, pred)))
     if "necrosis" in report:
+        n = report["necrosis"]
+        pct = fmt(n["percent_of_tumour_bed"], "%", 1)
+        cards.append(("Necrosis, % of tumour bed", _card_value(n, pct)))
+    m = report.get("mitosis", {})
+    if m.get("count_total") is not None or withheld_reason(m):
         cards.append(
-            ("Necrosis, % of tumour bed", fmt(report["necrosis"]["percent_of_tumour_bed"], "%", 1))
+            ("Mitoses in 2 mm² hotspot", _card_value(m, fmt(m["mitoses_per_2mm2_hotspot"])))
         )
-    if report.get("mitosis", {}).get("count_total") is not None:
-        m = report["mitosis"]
-        cards.append(("Mitoses in 2 mm² hotspot", fmt(m["mitoses_per_2mm2_hotspot"])))
         label = f"Mitoses per {m['n_hpf']} HPF ({m['hpf_area_mm2']} mm² per HPF)"
-        cards.append((label, fmt(m["mitoses_per_10hpf"])))
-    if report.get("tam", {}).get("density_per_mm2") is not None:
-        cards.append(("TAM density", fmt(report["tam"]["density_per_mm2"], "/mm²", 0)))
+        cards.append((label, _card_value(m, fmt(m["mitoses_per_10hpf"]))))
+    t = report.get("tam", {})
+    if t.get("density_per_mm2") is not None or withheld_reason(t):
+        cards.append(("TAM density", _card_value(t, fmt(t["density_per_mm2"], "/mm²", 0))))
     if "grading" in report:
         flags = report["grading"]["flags"]
         met = sum(1 for f in flags if f["met"] is True)
         known = sum(1 for f in flags if f["met"] is not None)
-        cards.append(("Grading criteria met", f"{met} of {known} assessed"))
+        cards.append(("Grading criteria met", (f"{met} of {known} assessed", False)))
     return (
         "<div class='cards'>"
         + "".join(
-            f"<div class='card'><div class='v'>{_esc(v)}</div><div class='k'>{_esc(k)}</div></div>"
-            for k, v in cards
+            f"<div class='card'><div class='v{' na' if na else ''}'>{_esc(v)}</div>"
+            f"<div class='k'>{_esc(k)}</div></div>"
+            for k, (v, na) in cards
         )
         + "</div>"
     )
@@ -164,7 +176,10 @@ def _tam_table(t: dict[str, Any]) -> str:
     routes = {"he": "H&E macrophage detector", "ihc": "CD68/CD163 immunostain"}
     route = routes.get(t["route"], "not run") if t["route"] else "not run (stain does not fit)"
     rows = [("Route", route)]
-    if t["route"]:
+    withheld = not_assessed(t)
+    if withheld:
+        rows += [("Density", withheld), ("Share of nucleated cells", NOT_ASSESSED)]
+    elif t["route"]:
         basis = t.get("area_basis", "tumour")
         rows += [
             ("Density", fmt(t.get("density_per_mm2"), "cells/mm²", 1)),
@@ -179,10 +194,12 @@ def _tam_table(t: dict[str, Any]) -> str:
 def _analysis_tables(report: dict[str, Any]) -> str:
     parts = [_slide_table(report), _tissue_table(report)]
     if "pattern" in report:
+        mix_withheld = withheld_reason(report["pattern"]) is not None
         rows = [
             (
                 display_name(c),
-                f"{fmt(v['area_mm2'], 'mm²', 3)} · {fmt(v['percent_of_tumour'], '%', 1)}",
+                f"{fmt(v['area_mm2'], 'mm²', 3)} · "
+                + (NOT_ASSESSED if mix_withheld else fmt(v["percent_of_tumour"], "%", 1)),
             )
             for c, v in report["pattern"]["per_class"].items()
         ]
@@ -196,12 +213,22 @@ def _analysis_tables(report: dict[str, Any]) -> str:
             + table(
                 [
                     ("Area", fmt(n["area_mm2"], "mm²", 3)),
-                    ("Share of tumour bed", fmt(n["percent_of_tumour_bed"], "%", 1)),
+                    (
+                        "Share of tumour bed",
+                        not_assessed(n) or fmt(n["percent_of_tumour_bed"], "%", 1),
+                    ),
                 ]
             )
         )
     mitosis = report.get("mitosis")
-    if mitosis is not None and mitosis.get("count_total") is not None:
+    withheld = not_assessed(mitosis)
+    if mitosis is not None and withheld:
+        notes = "".join(f"<li>{_esc(w)}</li>" for w in mitosis.get("warnings", []))
+        parts.append(
+            f"<h2>Mitoses</h2><p class='withheld'>{_esc(withheld.capitalize())}</p>"
+            + (f"<ul>{notes}</ul>" if notes else "")
+        )
+    elif mitosis is not None and mitosis.get("count_total") is not None:
         parts.append("<h2>Mitoses</h2>" + table(_mitosis_rows(mitosis)))
     elif mitosis is not None:
         notes = "; ".join(mitosis.get("warnings", [])) or "not run"
@@ -294,14 +321,17 @@ def render_html(
     report = outputs.report
     name = Path(report["slide"]["path"]).name
     tam = next((m for m in outputs.maps if m.name == "tam_density"), None)
+    overview = "Slide thumbnail: necrosis outlined, mitoses marked, dashed circle = 2 mm² mitosis "
+    overview += "hotspot"
+    if withheld_reason(report.get("mitosis")):
+        overview = "Slide thumbnail: necrosis outlined (mitoses not assessed, no hotspot)"
     figs = [
-        _figure(
-            figures.overview(thumb, outputs),
-            "Slide thumbnail: necrosis outlined, mitoses "
-            "marked, dashed circle = 2 mm² mitosis hotspot",
-        ),
+        _figure(figures.overview(thumb, outputs), overview),
         _figure(figures.pattern_map(thumb, outputs), "Most probable growth pattern per region"),
-        _figure(figures.pattern_mix(report), "Share of viable tumour per pattern"),
+        _figure(
+            None if withheld_reason(report.get("pattern")) else figures.pattern_mix(report),
+            "Share of viable tumour per pattern",
+        ),
         _figure(figures.mitosis_density(thumb, outputs, outputs.mpp), "Mitotic density"),
         _figure(
             None if tam is None else figures.density_map(thumb, tam, "TAM density"),

@@ -14,12 +14,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from workers.report.settings import OutputSettings
+from workers.report.withheld import not_assessed
 from wsi import WsiError, open_slide
 from wsi.export.colors import class_color, colormap_for, display_name, hex_color
 from wsi.export.dzi import DeepZoom, RegionSource, TileCache, lut_transform
 
 #: Markers drawn at most (macrophage point sets can hold many thousands).
 MAX_MARKERS = 5000
+#: Sections whose withheld figures the page names (they have no markers, circle or layer then).
+WITHHELD_LABELS = {"mitosis": "Mitoses", "tam": "Macrophages (TAM)"}
 
 
 class BlankSource:
@@ -161,6 +164,11 @@ class ViewerFolder:
             "overlays": overlays,
             "markers": "markers.geojson",
             "report_html": "report.html" if (self.out_dir / "report.html").exists() else None,
+            "not_assessed": [
+                {"section": key, "text": f"{label}: {text}"}
+                for key, label in WITHHELD_LABELS.items()
+                if (text := not_assessed(report.get(key)))
+            ],
         }
 
     def markers(self) -> dict[str, Any]:

@@ -177,6 +177,18 @@
     }
   }
 
+  // Figures the scope verdict withholds (e.g. no mitoses counted on a slide with no tumour):
+  // said in words where their markers would be, so their absence does not read as "none found".
+  function addNotAssessed(items) {
+    for (const item of items || []) {
+      const p = document.createElement("p");
+      p.className = "note not-assessed";
+      p.dataset.section = item.section;
+      p.textContent = item.text;
+      $("marker-toggles").appendChild(p);
+    }
+  }
+
   function addReportLink() {
     const a = document.createElement("a");
     a.href = "report.html";
@@ -203,6 +215,7 @@
     document.title = L.title + " · atc-wsi viewer";
     $("title").textContent = L.title;
     if (L.report_html) { addReportLink(); }
+    addNotAssessed(L.not_assessed);
     state.viewer = OpenSeadragon({
       id: "viewer", prefixUrl: "static/openseadragon/images/", tileSources: L.slide.dzi,
       showNavigator: true, navigatorPosition: "BOTTOM_RIGHT", maxZoomPixelRatio: 4,
