@@ -159,12 +159,19 @@ def _rule(
 
 
 def withhold_patterns(pattern_report: dict[str, Any], verdict: dict[str, Any]) -> None:
-    """Outside ``in_scope``: drop the predominant pattern and the mix (maps and areas stay)."""
+    """Outside ``in_scope``: drop the predominant pattern and the mix (maps and areas stay).
+
+    The mix is each pattern's ``percent_of_tumour``: a share of a tumour the slide is not judged
+    to hold (CMU-1's benign skin read "100 % pleomorphic" from 0.03 mm² of tiles), so it is None.
+    """
     if verdict["verdict"] == IN_SCOPE:
         return
     pattern_report.update(
         {k: (list(v) if isinstance(v, list) else v) for k, v in _WITHHELD_PATTERN_KEYS.items()}
     )
+    for row in pattern_report.get("per_class", {}).values():
+        if isinstance(row, dict) and "percent_of_tumour" in row:
+            row["percent_of_tumour"] = None
     pattern_report["withheld"] = withheld_note(verdict)
 
 

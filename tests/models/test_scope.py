@@ -202,6 +202,8 @@ def test_real_benign_slide_is_no_tumour(real_slide: Path) -> None:
     assert rep["scope"]["verdict"] == NO_TUMOUR, rep["scope"]
     note = f"no_tumour: {rep['scope']['reason']}"
     assert rep["pattern"]["predominant"] is None and rep["pattern"]["withheld"] == note
+    shares = [row["percent_of_tumour"] for row in rep["pattern"]["per_class"].values()]
+    assert shares and all(v is None for v in shares)  # no mix of a tumour not found
     assert rep["necrosis"]["area_mm2"] <= 0.02
     assert rep["necrosis"]["percent_of_tumour_bed"] is None and rep["necrosis"]["withheld"] == note
     assert not any(f["met"] for f in rep["grading"]["flags"])

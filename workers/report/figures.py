@@ -188,8 +188,8 @@ def density_map(thumb: Thumb, raster: RasterMap, title: str) -> bytes:
 def pattern_mix(report: dict[str, Any]) -> bytes | None:
     """Horizontal bar chart of each pattern's share of tumour (%)."""
     per_class = report.get("pattern", {}).get("per_class") or {}
-    if not per_class:
-        return None
+    if not per_class or any(v.get("percent_of_tumour") is None for v in per_class.values()):
+        return None  # no tumour to share out (the mix is withheld outside in_scope)
     names = list(per_class)
     values = [float(per_class[n]["percent_of_tumour"]) for n in names]
     fig = Figure(figsize=(6, 0.5 + 0.45 * len(names)))

@@ -90,7 +90,9 @@ def _pattern() -> Schema:
     per_class = obj(
         {
             "area_mm2": number(0, desc="area classified as this pattern, mm²"),
-            "percent_of_tumour": number(0, 100, desc="share of viable tumour area, %"),
+            "percent_of_tumour": number(
+                0, 100, nullable=True, desc="share of viable tumour area, %; null outside in_scope"
+            ),
         },
         "one pattern's area",
     )
