@@ -303,7 +303,7 @@ class MitosisAnalysis:
         if withheld:
             withhold(report, COUNT_KEYS, withheld)
             points, circles = [], []  # no markers, no hotspot circle: nothing was counted
-        if mpp > 1.2 * spec.input_mpp:
+        if mpp > 1.2 * spec.input_mpp and not withheld:  # nothing counted: nothing to qualify
             report["warnings"].append(
                 f"the slide's finest level is {mpp:.2f} µm/px: figures were judged on pixels "
                 f"upsampled to {spec.input_mpp} µm/px (the model's resolution); counts at this "

@@ -211,6 +211,7 @@ def test_real_benign_slide_is_no_tumour(real_slide: Path) -> None:
     assert {k: mitosis[k] for k in MITOSIS_KEYS} == dict.fromkeys(MITOSIS_KEYS)
     assert mitosis["withheld"] == note and mitosis["hpf_area_mm2"] == 0.237
     assert any(w.startswith("no tumour found on this slide") for w in mitosis["warnings"])
+    assert not any("not validated" in w for w in mitosis["warnings"])  # nothing was counted
     assert tam["route"] == "he"  # H&E: the macrophage counts are withheld too
     assert {k: tam[k] for k in TAM_KEYS} == dict.fromkeys(TAM_KEYS) and tam["withheld"] == note
     numbers = rep["grading"]["numbers"]
