@@ -36,9 +36,30 @@ def split_names(values: list[str]) -> list[str]:
 
 def train(
     task: str = typer.Argument(..., help="pattern | necrosis | mitosis | tam"),
-    slides: list[Path] = typer.Option(..., "--slides", help="slide file or folder (repeatable)"),
+    slides: list[Path] = typer.Option([], "--slides", help="slide file or folder (repeatable)"),
     annotations: list[Path] = typer.Option(
-        ..., "--annotations", help="GeoJSON/CSV file or folder, one file per slide (repeatable)"
+        [], "--annotations", help="GeoJSON/CSV file or folder, one file per slide (repeatable)"
+    ),
+    patches: list[Path] = typer.Option(
+        [], "--patches", help="pattern: class folders or file,label[,slide] CSV (repeatable)"
+    ),
+    patch_mpp: list[float] = typer.Option(
+        [], "--patch-mpp", help="µm/px of the --patches images (one for all, or one per set)"
+    ),
+    crops: list[Path] = typer.Option(
+        [], "--crops", help="mitosis: class folders or file,label[,slide] CSV (repeatable)"
+    ),
+    crop_mpp: list[float] = typer.Option(
+        [], "--crop-mpp", help="µm/px of the --crops images (one for all, or one per set)"
+    ),
+    real: list[str] = typer.Option(
+        [], "--real", help="the project's real sets: pattern tissue; mitosis mitosis, nuclei"
+    ),
+    label_map: Path | None = typer.Option(
+        None, "--label-map", help="JSON/YAML/CSV: your patch/crop label → class"
+    ),
+    holdout_fold: int | None = typer.Option(
+        None, "--holdout-fold", min=0, max=1, help="hold out fold k of the patch/crop groups"
     ),
     out: Path = typer.Option(..., "--out", help="model folder to write (weights.pt, card.json)"),
     base: str | None = typer.Option(
@@ -69,12 +90,34 @@ def train(
     ),
     mpp: float | None = typer.Option(None, "--mpp", help="µm/px of slides that state none"),
     config: Path | None = typer.Option(None, "--config", help="YAML config (held-out analysis)"),
+    synthetic: int = typer.Option(
+        3000, "--synthetic", min=0, help="pattern patches: synthetic sampler patches mixed in"
+    ),
+    synthetic_val: int = typer.Option(480, "--synthetic-val", min=0, help="their validation"),
+    generated_slides: list[Path] = typer.Option(
+        [], "--generated-slides", help="pattern patches: generator slide folders mixed in"
+    ),
+    slide_repeat: int = typer.Option(2, "--slide-repeat", min=1, help="their oversampling"),
+    views_real: int = typer.Option(6, "--views-real", min=1, help="cached views per patch tile"),
+    views_synthetic: int = typer.Option(
+        2, "--views-synthetic", min=1, help="cached views per synthetic / slide tile"
+    ),
+    real_weight: float = typer.Option(1.0, "--real-weight", help="loss weight of the patches"),
+    non_tumour_share: float | None = typer.Option(
+        None, "--non-tumour-share", help="share of the patch sampling weight for non-tumour"
+    ),
+    frozen: int = typer.Option(3, "--frozen", min=1, help="pattern trunk stages frozen, cached"),
+    cache: Path = typer.Option(
+        Path("/tmp/atc-train"), "--cache", help="synthetic patch cache folder"
+    ),
 ) -> None:
     """Fine-tune on annotated slides; write a versioned model folder with held-out metrics."""
     with handle_errors():
         from models.training.annotated import load_annotated, split_holdout
         from models.training.finetune import TASKS, TrainConfig, default_base
         from models.training.finetune import train as run_training
+        from models.training.patch_sources import LabelledSets, crop_figures
+        from models.training.pattern_mix import MixRecipe, train_pattern_patches
         from models.training.slide_eval import evaluate_slides, with_models
         from workers.cli_analyze import load_pipeline_settings
 
@@ -82,8 +125,21 @@ def train(
             raise ValueError(f"unknown task {task!r}; `atc-wsi train` trains {', '.join(TASKS)}")
         if from_scratch and base is not None:
             raise ValueError("give --base or --from-scratch, not both")
-        items = load_annotated(slides, annotations, class_map, fully_annotated, mpp)
-        train_items, held = split_holdout(items, split_names(holdout))
+        sets = LabelledSets(patches, patch_mpp, crops, crop_mpp, real, label_map, holdout_fold)
+        sets.check(task)
+        if not slides and not sets.given:
+            raise ValueError("nothing to train on: give --slides/--annotations, or labelled sets")
+        if bool(slides) != bool(annotations):
+            raise ValueError("--slides and --annotations go together")
+        items = (
+            load_annotated(slides, annotations, class_map, fully_annotated, mpp) if slides else []
+        )
+        names = split_names(holdout)
+        slide_names = {i.name for i in items}
+        train_items, held = (
+            split_holdout(items, [n for n in names if n in slide_names]) if items else ([], [])
+        )
+        groups = [n for n in names if n not in slide_names]
         cfg = TrainConfig(
             task=task,
             base=base or default_base(task),
@@ -101,8 +157,41 @@ def train(
         settings = load_pipeline_settings(config, {"engine": {"device": device}})
 
         def evaluate(folder: str, items_held: Sequence[AnnotatedSlide]) -> dict[str, Any]:
+            if not items_held:
+                return {}
             run = with_models(settings, {task: folder})
             return evaluate_slides(items_held, run, [task])
 
-        card = run_training(cfg, train_items, held, out, resume=resume, evaluate=evaluate)
+        if sets.given and task == "pattern":
+            recipe = MixRecipe(
+                synthetic=synthetic,
+                synthetic_val=synthetic_val,
+                views_synthetic=views_synthetic,
+                views_real=views_real,
+                real_weight=real_weight,
+                non_tumour_share=non_tumour_share,
+                frozen=frozen,
+                generated_slides=tuple(generated_slides),
+                slide_repeat=slide_repeat,
+                cache=cache,
+            )
+            tiles, held_tiles, rows = sets.tissue(cfg.base, groups)
+            card = train_pattern_patches(
+                cfg, recipe, tiles, held_tiles, rows, out,
+                train_items=train_items, held_items=held, evaluate=evaluate,
+            )  # fmt: skip
+        else:
+            extra, held_crops, data = sets.mitosis(groups)
+
+            def evaluate_all(folder: str, items_held: Sequence[AnnotatedSlide]) -> dict[str, Any]:
+                found = evaluate(folder, items_held)
+                if held_crops is not None:
+                    threshold = settings.mitosis.min_score
+                    found["heldout_crops"] = crop_figures(folder, held_crops, threshold)
+                return found
+
+            card = run_training(
+                cfg, train_items, held, out, resume=resume, evaluate=evaluate_all,
+                extra=extra, sets=data,
+            )  # fmt: skip
     typer.echo(f"model folder {out} (card {card})")

@@ -128,7 +128,17 @@ def evaluate_set(
     """
     y = map_labels(data.labels, task.classes, task.synonyms, label_map)
     scores = predict_set(data, predictor, scale=scale)
-    pred = task.to_truth(scores)
-    report = classification_metrics(y, pred, task.classes, list(data.groups))
+    return {
+        "task": task.name,
+        "source": str(data.source),
+        **score_set(scores, y, data.groups, task),
+    }
+
+
+def score_set(
+    scores: NDArray[np.float32], y: NDArray[np.int64], groups: Sequence[str], task: EvalTask
+) -> dict[str, Any]:
+    """The task's figures from predictor ``scores`` and truth indices ``y`` (groups: slides)."""
+    report = classification_metrics(y, task.to_truth(scores), task.classes, list(groups))
     report.update(task.extras(scores, y))
-    return {"task": task.name, "source": str(data.source), **report}
+    return report

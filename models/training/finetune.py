@@ -98,22 +98,44 @@ def default_base(task: str) -> str:
 
 
 def _pattern_data(
-    cfg: TrainConfig, spec: ModelSpec, items: Sequence[AnnotatedSlide], model: nn.Module
+    cfg: TrainConfig,
+    spec: ModelSpec,
+    items: Sequence[AnnotatedSlide],
+    model: nn.Module,
+    extra: Any,
 ) -> PatchSet:
     return pattern_tiles(items, spec, seed=cfg.seed)[0]
 
 
 def _necrosis_data(
-    cfg: TrainConfig, spec: ModelSpec, items: Sequence[AnnotatedSlide], model: nn.Module
+    cfg: TrainConfig,
+    spec: ModelSpec,
+    items: Sequence[AnnotatedSlide],
+    model: nn.Module,
+    extra: Any,
 ) -> PatchSet:
     return segmentation_tiles(items, spec, "necrosis", seed=cfg.seed)[0]
 
 
 def _mitosis_data(
-    cfg: TrainConfig, spec: ModelSpec, items: Sequence[AnnotatedSlide], model: nn.Module
+    cfg: TrainConfig,
+    spec: ModelSpec,
+    items: Sequence[AnnotatedSlide],
+    model: nn.Module,
+    extra: Any,
 ) -> PointCrops:
+    """Crops of the annotated slides' points and, when given, labelled crops (``extra``)."""
     assert isinstance(model, MitosisTileDetector), "the mitosis task trains a tile detector"
-    return mitosis_crops(items, spec, model, seed=cfg.seed)
+    parts = [mitosis_crops(items, spec, model, seed=cfg.seed)] if items else []
+    if extra is not None:
+        parts.append(PointCrops(extra.images, extra.labels, extra.groups))
+    if not parts:
+        raise InvalidSettingsError("no mitosis training data: give --slides or --crops/--real")
+    return PointCrops(
+        np.concatenate([p.images for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.slides for p in parts]),
+    )
 
 
 def _patch_stream(target: str) -> StreamFn:
@@ -157,7 +179,11 @@ class FrozenNorm(nn.Module):
 
 
 def _tam_data(
-    cfg: TrainConfig, spec: ModelSpec, items: Sequence[AnnotatedSlide], model: nn.Module
+    cfg: TrainConfig,
+    spec: ModelSpec,
+    items: Sequence[AnnotatedSlide],
+    model: nn.Module,
+    extra: Any,
 ) -> HeatTiles:
     return tam_tiles(items, spec, seed=cfg.seed)
 
@@ -186,14 +212,14 @@ class TaskDef:
 
     Attributes:
         analysis: the config section whose ``model`` this task trains (``pattern.model`` …).
-        data: (config, base spec, training slides, model) → a sized data set.
+        data: (config, base spec, training slides, model, extra crops) → a sized data set.
         stream: (config, spec, data, generator) → endless (inputs, targets) batches.
         loss: (outputs, targets) → scalar loss.
         trained: the module optimised (the whole model, or the mitosis crop classifier).
     """
 
     analysis: str
-    data: Callable[[TrainConfig, ModelSpec, Sequence[AnnotatedSlide], nn.Module], Any]
+    data: Callable[[TrainConfig, ModelSpec, Sequence[AnnotatedSlide], nn.Module, Any], Any]
     stream: StreamFn
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     trained: Callable[[nn.Module], nn.Module] = lambda m: m
@@ -247,6 +273,8 @@ def train(
     *,
     resume: bool = False,
     evaluate: Callable[[str, Sequence[AnnotatedSlide]], dict[str, Any]] | None = None,
+    extra: Any = None,
+    sets: dict[str, Any] | None = None,
 ) -> Path:
     """Train, write the model folder ``out`` and return its card path.
 
@@ -256,7 +284,11 @@ def train(
         held_items: held-out slides (never trained on); metrics are computed on these only.
         out: the model folder (also holds the checkpoint and the JSON-lines log).
         resume: continue from ``out/checkpoint.pt`` when present.
-        evaluate: ``(model folder, held-out slides) -> metrics``; None = no metrics.
+        evaluate: ``(model folder, held-out slides) -> metrics``; None = no metrics. It is also
+            called without held-out slides when ``sets`` names held-out sets (crops); an empty
+            result means nothing was held out.
+        extra: labelled crops (``mitosis_data.Crops``) trained beside the slides' (mitosis).
+        sets: the labelled and real sets trained on and held out, for the card's ``data``.
 
     Raises:
         InvalidSettingsError: unknown task, or a checkpoint of another run.
@@ -270,7 +302,7 @@ def train(
     gen = seed_everything(cfg.seed)
     task = TASKS[cfg.task]
     model = create_model(cfg.base, pretrained=not cfg.from_scratch)
-    data = task.data(cfg, spec, train_items, model)
+    data = task.data(cfg, spec, train_items, model, extra)
     log = TrainLog(out / "train.log.jsonl")
     log(event="data", task=cfg.task, samples=len(data), slides=[i.name for i in train_items])
     stream = task.stream(cfg, spec, data, gen)
@@ -308,7 +340,9 @@ def train(
     model.to("cpu").eval()
     training = {**result, **dataclasses.asdict(cfg), "samples": len(data), "resumed_at": start}
     training.pop("command")
-    return _publish(cfg, spec, model, out, training, train_items, held_items, evaluate)
+    return publish_folder(
+        cfg, spec, model, out, training, train_items, held_items, evaluate, sets=sets
+    )
 
 
 def _check(
@@ -330,7 +364,7 @@ def _check(
     return spec
 
 
-def _publish(
+def publish_folder(
     cfg: TrainConfig,
     spec: ModelSpec,
     model: nn.Module,
@@ -339,13 +373,23 @@ def _publish(
     train_items: Sequence[AnnotatedSlide],
     held_items: Sequence[AnnotatedSlide],
     evaluate: Callable[[str, Sequence[AnnotatedSlide]], dict[str, Any]] | None,
+    *,
+    sets: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the model folder, then the held-out metrics into its card; return the card path."""
+    """Write the model folder, then the held-out metrics into its card; return the card path.
+
+    ``sets`` joins the card's ``data`` (labelled and real sets); ``metrics`` are figures already
+    computed on held-out data, to which ``evaluate``'s are added.
+    """
     version = cfg.version or f"{spec.version.split('+')[0]}+ft.{_stamp()}"
     data_info = {
-        "train_slides": [_slide_row(i) for i in train_items],
-        "heldout_slides": [_slide_row(i) for i in held_items],
+        "train_slides": [slide_row(i) for i in train_items],
+        "heldout_slides": [slide_row(i) for i in held_items],
+        **(sets or {}),
     }
+    held_sets = bool((sets or {}).get("heldout_sets"))
+    known = dict(metrics or {})
     card = write_model_folder(
         model,
         spec,
@@ -355,19 +399,20 @@ def _publish(
         command=cfg.command,
         training=training,
         data=data_info,
-        metrics={"note": "no held-out slides given"} if not held_items else {"pending": True},
+        metrics=_finite(known)
+        or ({"note": "nothing held out"} if not (held_items or held_sets) else {"pending": True}),
     )
-    if held_items and evaluate is not None:
-        metrics = evaluate(str(out), held_items)
+    if (held_items or held_sets) and evaluate is not None:
+        found = evaluate(str(out), held_items)
         body = json.loads(card.read_text(encoding="utf-8"))
-        body["metrics"] = _finite(metrics)
+        body["metrics"] = _finite({**known, **found}) or {"note": "nothing held out"}
         from wsi.io import atomic_write_json
 
         atomic_write_json(card, body)
     return card
 
 
-def _slide_row(item: AnnotatedSlide) -> dict[str, Any]:
+def slide_row(item: AnnotatedSlide) -> dict[str, Any]:
     return {
         "name": item.name,
         "path": str(item.path),

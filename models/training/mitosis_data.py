@@ -228,7 +228,7 @@ def nucleus_images(shared: Path) -> list[tuple[str, str, Path, NDArray[np.float6
 
 @torch.no_grad()
 def real_negatives(
-    shared: Path, det: MitosisTileDetector, split: str, *, candidates: bool = True
+    shared: Path, det: MitosisTileDetector | None, split: str, *, candidates: bool = True
 ) -> Crops:
     """Crops on labelled nucleus centres (and, with ``candidates``, on the detector's candidates)
     of the real cell images of ``split`` (``train`` / ``val``); all labelled negative.
@@ -243,6 +243,8 @@ def real_negatives(
         rgb = _rgb(path)
         pts = np.asarray(rc, np.float64).reshape(-1, 2)
         if candidates:
+            if det is None:
+                raise ValueError("candidate crops need the detector")
             x = normalise(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0, MEAN, STD)
             cand, val = det.candidates(x)
             keep = (val[0] >= 0).numpy()

@@ -163,10 +163,21 @@ class RealImage:
         return TUMOUR_ANY if self.label == TUMOUR_ANY_NAME else PATTERN_CLASSES.index(self.label)
 
 
+def group_fold(group: str) -> int:
+    """Fold (0 or 1) of a group without a fixed assignment: a stable hash of its name."""
+    return zlib.crc32(group.encode()) % 2
+
+
 def fold_of(image: RealImage) -> int:
-    """Fold (0 or 1) of an image's patient or slide; oral photographs by a hash of the name."""
+    """Fold (0 or 1) of an image's patient or slide; oral photographs by a hash of the name.
+
+    Images of other sets (a lab's patches, ``models.training.patch_sources``) take
+    :func:`group_fold` of their group.
+    """
     if image.source == "oral_oscc_vs_normal_224":
-        return zlib.crc32(image.path.name.encode()) % 2
+        return group_fold(image.path.name)
+    if image.source not in SOURCES:
+        return group_fold(image.group)
     return 1 if image.group in _FOLD1_GROUPS else 0
 
 
