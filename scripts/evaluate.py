@@ -99,8 +99,8 @@ def eval_tissue(args: argparse.Namespace) -> dict[str, Any]:
     """Real tissue tiles: out-of-fold pattern figures per source, and the necrosis segmenter.
 
     ``--fold-weights P0 P1``: pattern weights trained with fold 0 / fold 1 held out
-    (``scripts/train_pattern_real.py --holdout-fold k``); each tile is scored by the model that
-    did not see its patient or slide.
+    (``atc-wsi train pattern --real tissue --holdout-fold k``: ``OUT/weights.pt``); each tile is
+    scored by the model that did not see its patient or slide.
     """
     from models.settings import NecrosisSettings
     from models.training.real_eval import out_of_fold_figures, segmenter_tile_figures

@@ -34,26 +34,30 @@ def split_names(values: list[str]) -> list[str]:
     return [n.strip() for v in values for n in v.split(",") if n.strip()]
 
 
+def _set_option(flag: str, task: str) -> Any:
+    """A repeatable option naming labelled sets (class folders or a CSV) of ``task``."""
+    return typer.Option([], flag, help=f"{task}: class folders or file,label[,slide] CSV (repeat)")
+
+
+def _mpp_option(flag: str, sets: str) -> Any:
+    """The µm/px option of the sets option ``sets``."""
+    return typer.Option([], flag, help=f"µm/px of the {sets} images (one for all, or one per set)")
+
+
 def train(
     task: str = typer.Argument(..., help="pattern | necrosis | mitosis | tam"),
     slides: list[Path] = typer.Option([], "--slides", help="slide file or folder (repeatable)"),
     annotations: list[Path] = typer.Option(
         [], "--annotations", help="GeoJSON/CSV file or folder, one file per slide (repeatable)"
     ),
-    patches: list[Path] = typer.Option(
-        [], "--patches", help="pattern: class folders or file,label[,slide] CSV (repeatable)"
-    ),
-    patch_mpp: list[float] = typer.Option(
-        [], "--patch-mpp", help="µm/px of the --patches images (one for all, or one per set)"
-    ),
-    crops: list[Path] = typer.Option(
-        [], "--crops", help="mitosis: class folders or file,label[,slide] CSV (repeatable)"
-    ),
-    crop_mpp: list[float] = typer.Option(
-        [], "--crop-mpp", help="µm/px of the --crops images (one for all, or one per set)"
-    ),
+    patches: list[Path] = _set_option("--patches", "pattern"),
+    patch_mpp: list[float] = _mpp_option("--patch-mpp", "--patches"),
+    crops: list[Path] = _set_option("--crops", "mitosis"),
+    crop_mpp: list[float] = _mpp_option("--crop-mpp", "--crops"),
     real: list[str] = typer.Option(
-        [], "--real", help="the project's real sets: pattern tissue; mitosis mitosis, nuclei"
+        [],
+        "--real",
+        help="the project's real sets: pattern tissue; mitosis mitosis, nuclei; tam cells",
     ),
     label_map: Path | None = typer.Option(
         None, "--label-map", help="JSON/YAML/CSV: your patch/crop label → class"
@@ -90,34 +94,48 @@ def train(
     ),
     mpp: float | None = typer.Option(None, "--mpp", help="µm/px of slides that state none"),
     config: Path | None = typer.Option(None, "--config", help="YAML config (held-out analysis)"),
-    synthetic: int = typer.Option(
-        3000, "--synthetic", min=0, help="pattern patches: synthetic sampler patches mixed in"
+    synthetic: int | None = typer.Option(
+        None, "--synthetic", min=0, help="pattern patches: synthetic sampler patches (default 3000)"
     ),
-    synthetic_val: int = typer.Option(480, "--synthetic-val", min=0, help="their validation"),
+    synthetic_val: int | None = typer.Option(
+        None,
+        "--synthetic-val",
+        min=0,
+        help="pattern patches: their validation patches (default 480)",
+    ),
     generated_slides: list[Path] = typer.Option(
         [], "--generated-slides", help="pattern patches: generator slide folders mixed in"
     ),
-    slide_repeat: int = typer.Option(2, "--slide-repeat", min=1, help="their oversampling"),
-    views_real: int = typer.Option(6, "--views-real", min=1, help="cached views per patch tile"),
-    views_synthetic: int = typer.Option(
-        2, "--views-synthetic", min=1, help="cached views per synthetic / slide tile"
+    slide_repeat: int | None = typer.Option(
+        None, "--slide-repeat", min=1, help="pattern patches: oversampling of those (default 2)"
     ),
-    real_weight: float = typer.Option(1.0, "--real-weight", help="loss weight of the patches"),
+    views_real: int | None = typer.Option(
+        None, "--views-real", min=1, help="pattern patches: cached views per patch tile (default 6)"
+    ),
+    views_synthetic: int | None = typer.Option(
+        None, "--views-synthetic", min=1, help="pattern patches: views per uniform tile (default 2)"
+    ),
+    real_weight: float | None = typer.Option(
+        None, "--real-weight", help="pattern patches: loss weight of the patch batch (default 1)"
+    ),
     non_tumour_share: float | None = typer.Option(
-        None, "--non-tumour-share", help="share of the patch sampling weight for non-tumour"
+        None, "--non-tumour-share", help="pattern patches: non-tumour share of its sampling"
     ),
-    frozen: int = typer.Option(3, "--frozen", min=1, help="pattern trunk stages frozen, cached"),
-    cache: Path = typer.Option(
-        Path("/tmp/atc-train"), "--cache", help="synthetic patch cache folder"
+    frozen: int | None = typer.Option(
+        None, "--frozen", min=1, help="pattern patches: trunk stages frozen and cached (default 3)"
+    ),
+    cache: Path | None = typer.Option(
+        None, "--cache", help="pattern patches: synthetic patch cache (default /tmp/atc-train)"
     ),
 ) -> None:
     """Fine-tune on annotated slides; write a versioned model folder with held-out metrics."""
     with handle_errors():
         from models.training.annotated import load_annotated, split_holdout
+        from models.training.cell_sources import cell_figures
         from models.training.finetune import TASKS, TrainConfig, default_base
         from models.training.finetune import train as run_training
         from models.training.patch_sources import LabelledSets, crop_figures
-        from models.training.pattern_mix import MixRecipe, train_pattern_patches
+        from models.training.pattern_mix import train_pattern_patches
         from models.training.slide_eval import evaluate_slides, with_models
         from workers.cli_analyze import load_pipeline_settings
 
@@ -127,6 +145,19 @@ def train(
             raise ValueError("give --base or --from-scratch, not both")
         sets = LabelledSets(patches, patch_mpp, crops, crop_mpp, real, label_map, holdout_fold)
         sets.check(task)
+        options = {
+            "synthetic": synthetic,
+            "synthetic_val": synthetic_val,
+            "generated_slides": tuple(generated_slides) or None,
+            "slide_repeat": slide_repeat,
+            "views_real": views_real,
+            "views_synthetic": views_synthetic,
+            "real_weight": real_weight,
+            "non_tumour_share": non_tumour_share,
+            "frozen": frozen,
+            "cache": cache,
+        }
+        recipe = _recipe(task, sets.given, resume, options)
         if not slides and not sets.given:
             raise ValueError("nothing to train on: give --slides/--annotations, or labelled sets")
         if bool(slides) != bool(annotations):
@@ -135,11 +166,11 @@ def train(
             load_annotated(slides, annotations, class_map, fully_annotated, mpp) if slides else []
         )
         names = split_names(holdout)
-        slide_names = {i.name for i in items}
-        train_items, held = (
-            split_holdout(items, [n for n in names if n in slide_names]) if items else ([], [])
-        )
+        # with labelled sets, a held-out name that is no slide names a group of the sets
+        slide_names = {i.name for i in items} if sets.given else set(names)
         groups = [n for n in names if n not in slide_names]
+        held_slides = [n for n in names if n in slide_names]
+        train_items, held = split_holdout(items, held_slides) if items else ([], [])
         cfg = TrainConfig(
             task=task,
             base=base or default_base(task),
@@ -162,32 +193,22 @@ def train(
             run = with_models(settings, {task: folder})
             return evaluate_slides(items_held, run, [task])
 
-        if sets.given and task == "pattern":
-            recipe = MixRecipe(
-                synthetic=synthetic,
-                synthetic_val=synthetic_val,
-                views_synthetic=views_synthetic,
-                views_real=views_real,
-                real_weight=real_weight,
-                non_tumour_share=non_tumour_share,
-                frozen=frozen,
-                generated_slides=tuple(generated_slides),
-                slide_repeat=slide_repeat,
-                cache=cache,
-            )
+        if recipe is not None:
             tiles, held_tiles, rows = sets.tissue(cfg.base, groups)
             card = train_pattern_patches(
                 cfg, recipe, tiles, held_tiles, rows, out,
                 train_items=train_items, held_items=held, evaluate=evaluate,
             )  # fmt: skip
         else:
-            extra, held_crops, data = sets.mitosis(groups)
+            extra, held_sets, data = sets.cells(groups) if task == "tam" else sets.mitosis(groups)
 
             def evaluate_all(folder: str, items_held: Sequence[AnnotatedSlide]) -> dict[str, Any]:
                 found = evaluate(folder, items_held)
-                if held_crops is not None:
+                if held_sets is not None and task == "tam":
+                    found["heldout_cells"] = cell_figures(folder, held_sets)
+                elif held_sets is not None:
                     threshold = settings.mitosis.min_score
-                    found["heldout_crops"] = crop_figures(folder, held_crops, threshold)
+                    found["heldout_crops"] = crop_figures(folder, held_sets, threshold)
                 return found
 
             card = run_training(
@@ -195,3 +216,21 @@ def train(
                 extra=extra, sets=data,
             )  # fmt: skip
     typer.echo(f"model folder {out} (card {card})")
+
+
+def _recipe(task: str, given_sets: bool, resume: bool, options: dict[str, Any]) -> Any:
+    """The pattern patch recipe from the options given (None for other tasks and data).
+
+    Raises:
+        ValueError: a recipe option given where the recipe does not run, or ``--resume`` with it.
+    """
+    from models.training.pattern_mix import MixRecipe
+
+    given = {k: v for k, v in options.items() if v is not None}
+    patch_recipe = given_sets and task == "pattern"
+    if given and not patch_recipe:
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"{names}: options of pattern training on --patches/--real only")
+    if patch_recipe and resume:
+        raise ValueError("--resume: pattern training on patches keeps no checkpoint")
+    return MixRecipe(**given) if patch_recipe else None

@@ -1,6 +1,7 @@
 """Shared training utilities: seeding, stain augmentation, training loops, model cards.
 
-Generic on purpose: the pattern, necrosis, mitosis and macrophage training scripts all use them.
+Generic on purpose: ``atc-wsi train`` and the pattern, necrosis, mitosis and macrophage training
+scripts all use them.
 """
 
 from models.training.augment import StainAugment, augment_batch, geometric

@@ -185,7 +185,19 @@ def _tam_data(
     model: nn.Module,
     extra: Any,
 ) -> HeatTiles:
-    return tam_tiles(items, spec, seed=cfg.seed)
+    """Tiles of the annotated slides and, when given, real cell tiles (``extra``; slide tiles
+    are then cut to the cell tiles' size: the detector is fully convolutional)."""
+    from models.training.cell_sources import quarters
+
+    if extra is None:
+        return tam_tiles(items, spec, seed=cfg.seed)
+    if not items:
+        return extra  # type: ignore[no-any-return]
+    slide = quarters(tam_tiles(items, spec, seed=cfg.seed), extra.images.shape[1])
+    return HeatTiles(
+        np.concatenate([slide.images, extra.images]),
+        np.concatenate([slide.targets, extra.targets]),
+    )
 
 
 def _heat_stream(

@@ -41,6 +41,7 @@ REAL_SETS: dict[str, dict[str, str]] = {
         "mitosis": "../shared/data AMi-Br crops (typical / atypical / multipolar mitoses)",
         "nuclei": "../shared/data/real/cells labelled nuclei (CoNSeP, NuCLS, MoNuSAC): negatives",
     },
+    "tam": {"cells": "../shared/data/real/cells: MoNuSAC macrophages, CoNSeP and NuCLS nuclei"},
 }
 #: ``../shared/data`` beside the project root.
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -317,8 +318,6 @@ class LabelledSets:
             raise LabelError(f"--patches trains the pattern task, not {task} (mitosis: --crops)")
         if self.crops and task != "mitosis":
             raise LabelError(f"--crops trains the mitosis task, not {task} (pattern: --patches)")
-        if self.given and task not in ("pattern", "mitosis"):
-            raise LabelError(f"task {task} trains on annotated slides only")
         labelled_sources(self.patches, self.patch_mpp, "--patches", "--patch-mpp")
         labelled_sources(self.crops, self.crop_mpp, "--crops", "--crop-mpp")
         if self.holdout_fold is not None and not self.given:
@@ -359,6 +358,16 @@ class LabelledSets:
         tiles = cut_tiles(images, mpp=spec.input_mpp, size=spec.tile_px)
         _check_groups(groups, tiles.groups)
         return tiles, held_mask(tiles.folds, tiles.groups, self.holdout_fold, groups), rows
+
+    def cells(self, groups: Sequence[str]) -> tuple[Any, Any, Any]:
+        """(training tiles, held-out images or None, card ``data``) of ``--real cells``."""
+        from models.training.cell_sources import cell_sets
+
+        if "cells" not in self.real:
+            _check_groups(groups, np.array([], dtype=np.str_))
+            return None, None, {}
+        train, held, data = cell_sets(self.holdout_fold, groups)
+        return train, held or None, data
 
     def mitosis(self, groups: Sequence[str], shared: Path | None = None) -> tuple[Any, Any, Any]:
         """(training crops, held-out crops, card ``data``) of the crop sets (Nones when none)."""

@@ -253,7 +253,7 @@ def train_pattern_patches(
         evaluate: ``(folder, held slides) -> metrics`` (``atc-wsi evaluate slides``' code).
     """
     from models.training.annotated import pattern_tiles
-    from models.training.finetune import slide_row, publish_folder
+    from models.training.finetune import publish_folder, slide_row
 
     spec = get_spec(cfg.base)
     out.mkdir(parents=True, exist_ok=True)
