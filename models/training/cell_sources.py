@@ -81,7 +81,7 @@ def load_cells() -> list[CellImage]:
 
 def cell_tiles(images: Sequence[CellImage], size: int = CELL_TILE_PX) -> HeatTiles:
     """Every image at 0.5 µm/px cut into ``size`` tiles (padding white, a negative everywhere)."""
-    from models.training.heat_cells import MPP, real_targets
+    from models.training.heat_cells import MPP, padded
     from models.training.real_cells import resample
 
     out_img, out_tgt = [], []
@@ -89,12 +89,7 @@ def cell_tiles(images: Sequence[CellImage], size: int = CELL_TILE_PX) -> HeatTil
         im = resample(img, MPP)
         h, w = im.rgb.shape[:2]
         hp, wp = -(-h // size) * size, -(-w // size) * size
-        rgb = np.full((hp, wp, 3), 255, np.uint8)
-        rgb[:h, :w] = im.rgb
-        t = np.zeros((4, hp // 2, wp // 2), np.float32)
-        t[2:] = 1.0
-        rt = real_targets(im, SIGMA)
-        t[:, : rt.shape[1], : rt.shape[2]] = rt
+        rgb, t = padded(im, (hp, wp), SIGMA)
         for y in range(0, hp, size):
             for x in range(0, wp, size):
                 out_img.append(rgb[y : y + size, x : x + size])

@@ -124,6 +124,22 @@ def load_synthetic(
     return np.concatenate(imgs), heat_targets(pts, size, sigma), pts
 
 
+def padded(
+    im: CellImage, shape: tuple[int, int], sigma: float
+) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
+    """A real image already at ``MPP`` padded with white to ``shape`` (even, ≥ the image), and
+    its (4, h/2, w/2) targets and weights (padding: glass, a negative of both channels)."""
+    h, w = im.rgb.shape[:2]
+    hp, wp = shape
+    rgb = np.full((hp, wp, 3), 255, np.uint8)
+    rgb[:h, :w] = im.rgb
+    t = np.zeros((4, hp // 2, wp // 2), np.float32)
+    t[2:] = 1.0
+    rt = real_targets(im, sigma)
+    t[:, : rt.shape[1], : rt.shape[2]] = rt
+    return rgb, t
+
+
 class RealPatches:
     """Random ``size`` px crops of real images at ``MPP`` with their targets and weights.
 
@@ -140,13 +156,7 @@ class RealPatches:
         for img in images:
             im = resample(img, MPP)
             h, w = im.rgb.shape[:2]
-            hp, wp = max(h + h % 2, size), max(w + w % 2, size)
-            rgb = np.full((hp, wp, 3), 255, np.uint8)
-            rgb[:h, :w] = im.rgb
-            t = np.zeros((4, hp // 2, wp // 2), np.float32)
-            t[2:] = 1.0
-            rt = real_targets(im, sigma)
-            t[:, : rt.shape[1], : rt.shape[2]] = rt
+            rgb, t = padded(im, (max(h + h % 2, size), max(w + w % 2, size)), sigma)
             self.rgb.append(rgb)
             self.tgt.append(t)
             self.mac.append(im.of(*MACROPHAGE_LABELS))
