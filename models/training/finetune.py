@@ -10,8 +10,6 @@ uninterrupted one on the same device.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +37,6 @@ from models.training.annotated_cells import (
     tam_tiles,
 )
 from models.training.augment import StainAugment
-from models.training.card import write_model_folder
 from models.training.data import PatchSet, batch_stream
 from models.training.heat_cells import HeatLogits, focal_loss
 from models.training.loop import TrainLog, seed_everything, train_steps
@@ -299,7 +296,8 @@ def train(
         evaluate: ``(model folder, held-out slides) -> metrics``; None = no metrics. It is also
             called without held-out slides when ``sets`` names held-out sets (crops); an empty
             result means nothing was held out.
-        extra: labelled crops (``mitosis_data.Crops``) trained beside the slides' (mitosis).
+        extra: labelled crops (mitosis, ``mitosis_data.Crops``) or real cell tiles (tam,
+            ``HeatTiles``) trained beside the slides' data.
         sets: the labelled and real sets trained on and held out, for the card's ``data``.
 
     Raises:
@@ -352,6 +350,8 @@ def train(
     model.to("cpu").eval()
     training = {**result, **dataclasses.asdict(cfg), "samples": len(data), "resumed_at": start}
     training.pop("command")
+    from models.training.model_folder import publish_folder
+
     return publish_folder(
         cfg, spec, model, out, training, train_items, held_items, evaluate, sets=sets
     )
@@ -374,75 +374,3 @@ def _check(
             f"{wanted} or a version of it"
         )
     return spec
-
-
-def publish_folder(
-    cfg: TrainConfig,
-    spec: ModelSpec,
-    model: nn.Module,
-    out: Path,
-    training: dict[str, Any],
-    train_items: Sequence[AnnotatedSlide],
-    held_items: Sequence[AnnotatedSlide],
-    evaluate: Callable[[str, Sequence[AnnotatedSlide]], dict[str, Any]] | None,
-    *,
-    sets: dict[str, Any] | None = None,
-    metrics: dict[str, Any] | None = None,
-) -> Path:
-    """Write the model folder, then the held-out metrics into its card; return the card path.
-
-    ``sets`` joins the card's ``data`` (labelled and real sets); ``metrics`` are figures already
-    computed on held-out data, to which ``evaluate``'s are added.
-    """
-    version = cfg.version or f"{spec.version.split('+')[0]}+ft.{_stamp()}"
-    data_info = {
-        "train_slides": [slide_row(i) for i in train_items],
-        "heldout_slides": [slide_row(i) for i in held_items],
-        **(sets or {}),
-    }
-    held_sets = bool((sets or {}).get("heldout_sets"))
-    known = dict(metrics or {})
-    card = write_model_folder(
-        model,
-        spec,
-        out,
-        name=cfg.name or (spec.base or spec.name),
-        version=version,
-        command=cfg.command,
-        training=training,
-        data=data_info,
-        metrics=_finite(known)
-        or ({"note": "nothing held out"} if not (held_items or held_sets) else {"pending": True}),
-    )
-    if (held_items or held_sets) and evaluate is not None:
-        found = evaluate(str(out), held_items)
-        body = json.loads(card.read_text(encoding="utf-8"))
-        body["metrics"] = _finite({**known, **found}) or {"note": "nothing held out"}
-        from wsi.io import atomic_write_json
-
-        atomic_write_json(card, body)
-    return card
-
-
-def slide_row(item: AnnotatedSlide) -> dict[str, Any]:
-    return {
-        "name": item.name,
-        "path": str(item.path),
-        "annotations": item.ann.source,
-        **item.ann.counts(),
-    }
-
-
-def _stamp() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
-
-
-def _finite(obj: Any) -> Any:
-    """Replace NaN/inf by None so the card stays strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float | np.floating) and not np.isfinite(obj):
-        return None
-    return obj

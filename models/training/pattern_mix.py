@@ -181,7 +181,9 @@ def train_mixed(
             return {}
         y = majority_labels(val.masks, len(spec.classes)) if val.masks is not None else val.labels
         p = predict(model, val.images, spec.mean, spec.std).argmax(1)
-        return {"val_macro_f1": round(macro_f1(confusion(y, p, len(spec.classes))), 4)}
+        out = {"val_macro_f1": round(macro_f1(confusion(y, p, len(spec.classes))), 4)}
+        log(step=step, **out)
+        return out
 
     t1 = time.perf_counter()
     result = train_upper(model, syn_views, views, views.weights(w), steps=cfg.steps,
@@ -253,7 +255,7 @@ def train_pattern_patches(
         evaluate: ``(folder, held slides) -> metrics`` (``atc-wsi evaluate slides``' code).
     """
     from models.training.annotated import pattern_tiles
-    from models.training.finetune import publish_folder, slide_row
+    from models.training.model_folder import publish_folder, slide_row
 
     spec = get_spec(cfg.base)
     out.mkdir(parents=True, exist_ok=True)
