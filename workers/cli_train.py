@@ -131,12 +131,8 @@ def train(
     """Fine-tune on annotated slides; write a versioned model folder with held-out metrics."""
     with handle_errors():
         from models.training.annotated import load_annotated, split_holdout
-        from models.training.cell_sources import cell_figures
         from models.training.finetune import TASKS, TrainConfig, default_base
-        from models.training.finetune import train as run_training
-        from models.training.patch_sources import LabelledSets, crop_figures
-        from models.training.pattern_mix import train_pattern_patches
-        from models.training.slide_eval import evaluate_slides, with_models
+        from models.training.patch_sources import LabelledSets
         from workers.cli_analyze import load_pipeline_settings
 
         if task not in TASKS:
@@ -187,34 +183,7 @@ def train(
         )
         settings = load_pipeline_settings(config, {"engine": {"device": device}})
 
-        def evaluate(folder: str, items_held: Sequence[AnnotatedSlide]) -> dict[str, Any]:
-            if not items_held:
-                return {}
-            run = with_models(settings, {task: folder})
-            return evaluate_slides(items_held, run, [task])
-
-        if recipe is not None:
-            tiles, held_tiles, rows = sets.tissue(cfg.base, groups)
-            card = train_pattern_patches(
-                cfg, recipe, tiles, held_tiles, rows, out,
-                train_items=train_items, held_items=held, evaluate=evaluate,
-            )  # fmt: skip
-        else:
-            extra, held_sets, data = sets.cells(groups) if task == "tam" else sets.mitosis(groups)
-
-            def evaluate_all(folder: str, items_held: Sequence[AnnotatedSlide]) -> dict[str, Any]:
-                found = evaluate(folder, items_held)
-                if held_sets is not None and task == "tam":
-                    found["heldout_cells"] = cell_figures(folder, held_sets)
-                elif held_sets is not None:
-                    threshold = settings.mitosis.min_score
-                    found["heldout_crops"] = crop_figures(folder, held_sets, threshold)
-                return found
-
-            card = run_training(
-                cfg, train_items, held, out, resume=resume, evaluate=evaluate_all,
-                extra=extra, sets=data,
-            )  # fmt: skip
+        card = _run(cfg, sets, recipe, groups, train_items, held, out, resume, settings)
     typer.echo(f"model folder {out} (card {card})")
 
 
@@ -234,3 +203,52 @@ def _recipe(task: str, given_sets: bool, resume: bool, options: dict[str, Any]) 
     if patch_recipe and resume:
         raise ValueError("--resume: pattern training on patches keeps no checkpoint")
     return MixRecipe(**given) if patch_recipe else None
+
+
+def _run(
+    cfg: Any,
+    sets: Any,
+    recipe: Any,
+    groups: list[str],
+    train_items: Sequence[AnnotatedSlide],
+    held: Sequence[AnnotatedSlide],
+    out: Path,
+    resume: bool,
+    settings: Any,
+) -> Path:
+    """Train by the path the data choose; held-out figures by ``atc-wsi evaluate``'s code."""
+    from models.training.cell_sources import cell_figures
+    from models.training.finetune import train as run_training
+    from models.training.patch_sources import crop_figures
+    from models.training.pattern_mix import train_pattern_patches
+    from models.training.slide_eval import evaluate_slides, with_models
+
+    task = cfg.task
+
+    def evaluate(folder: str, items_held: Sequence[AnnotatedSlide]) -> dict[str, Any]:
+        if not items_held:
+            return {}
+        run = with_models(settings, {task: folder})
+        return evaluate_slides(items_held, run, [task])
+
+    if recipe is not None:
+        tiles, held_tiles, rows = sets.tissue(cfg.base, groups)
+        return train_pattern_patches(
+            cfg, recipe, tiles, held_tiles, rows, out,
+            train_items=train_items, held_items=held, evaluate=evaluate,
+        )  # fmt: skip
+    extra, held_sets, data = sets.cells(groups) if task == "tam" else sets.mitosis(groups)
+
+    def evaluate_all(folder: str, items_held: Sequence[AnnotatedSlide]) -> dict[str, Any]:
+        found = evaluate(folder, items_held)
+        if held_sets is not None and task == "tam":
+            found["heldout_cells"] = cell_figures(folder, held_sets)
+        elif held_sets is not None:
+            threshold = settings.mitosis.min_score
+            found["heldout_crops"] = crop_figures(folder, held_sets, threshold)
+        return found
+
+    return run_training(
+        cfg, train_items, held, out, resume=resume, evaluate=evaluate_all,
+        extra=extra, sets=data,
+    )  # fmt: skip

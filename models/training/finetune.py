@@ -306,7 +306,7 @@ def train(
     """
     from models.device import resolve_device
 
-    spec = _check(cfg, train_items, held_items)
+    spec = check_run(cfg, train_items, held_items)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device, "fp32")
     gen = seed_everything(cfg.seed)
@@ -357,7 +357,7 @@ def train(
     )
 
 
-def _check(
+def check_run(
     cfg: TrainConfig, train_items: Sequence[AnnotatedSlide], held_items: Sequence[AnnotatedSlide]
 ) -> ModelSpec:
     """Refuse an unknown task, a slide both trained on and held out, a base of another task."""

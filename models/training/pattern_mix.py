@@ -254,10 +254,16 @@ def train_pattern_patches(
         held_items: annotated slides held out (scored by ``evaluate``, as without patches).
         evaluate: ``(folder, held slides) -> metrics`` (``atc-wsi evaluate slides``' code).
     """
+    from models.errors import InvalidSettingsError
     from models.training.annotated import pattern_tiles
+    from models.training.finetune import check_run
     from models.training.model_folder import publish_folder, slide_row
 
-    spec = get_spec(cfg.base)
+    if cfg.device == "cuda":
+        raise InvalidSettingsError(
+            "pattern training on patches runs on the CPU: leave out --device"
+        )
+    spec = check_run(cfg, train_items, held_items)
     out.mkdir(parents=True, exist_ok=True)
     slide_tiles = pattern_tiles(train_items, spec, seed=cfg.seed)[0] if train_items else None
     model, training, metrics, rows = train_mixed(

@@ -108,6 +108,11 @@ def test_patches_without_their_mpp_are_refused(tmp_path: Path, thyroid_csv: Path
     )  # fmt: skip
     assert res.exit_code == 2 and "--views-real: options of pattern training" in res.output
     res = _invoke(
+        ["pattern", "--patches", str(thyroid_csv), "--patch-mpp", "0.5", "--base",
+         "atc-necrosis-v1", "--out", str(tmp_path / "m")]
+    )  # fmt: skip
+    assert res.exit_code == 2 and "task pattern trains atc-pattern-v1" in res.output
+    res = _invoke(
         ["pattern", "--patches", str(thyroid_csv), "--patch-mpp", "0.5", "--holdout", "BN_9",
          "--out", str(tmp_path / "m")]
     )  # fmt: skip
