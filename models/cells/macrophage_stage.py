@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.cells.heat_net import MacrophageDetector
+from models.registry import ModelSpec
 
 #: Crop edge in input pixels (0.5 µm/px): 24 µm, a macrophage with some of its surroundings.
 CROP_PX = 48
@@ -170,3 +171,36 @@ class TwoStageMacrophageDetector(MacrophageDetector):
             calls[b, :n, :2] = pos[order]
             calls[b, :n, 2] = prob[order]
         return torch.stack([calls, nuclei.to(calls.dtype)], dim=1)
+
+
+#: Registry name of the two-stage architecture (a base for model folders; no shipped weights).
+TWO_STAGE_NAME = "atc-tam-2stage-v1"
+
+
+def two_stage_spec() -> ModelSpec:
+    """Spec of ``TwoStageMacrophageDetector``: the ``atc-tam-v1`` spec with the second stage.
+
+    No weights ship under this name; it is the ``base`` of model folders holding a heat net and
+    a stage (``scripts/train_macrophage_stage.py export``).
+    """
+    import dataclasses
+
+    from models.registry import get_spec
+
+    heat = get_spec("atc-tam-v1")
+    return dataclasses.replace(
+        heat,
+        name=TWO_STAGE_NAME,
+        arch=TwoStageMacrophageDetector,
+        arch_name=heat.arch_name + " + MacrophageCropNet(16-32-64-96) on 48 px crops of its peaks",
+        weights_file=f"{TWO_STAGE_NAME}.pt",
+        sha256="",
+        version="0",
+    )
+
+
+def register_two_stage() -> None:
+    """Register ``TWO_STAGE_NAME`` so model folders with that base resolve (idempotent)."""
+    from models.registry import register_model
+
+    register_model(TWO_STAGE_NAME)(two_stage_spec)

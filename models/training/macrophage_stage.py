@@ -122,6 +122,7 @@ class StageData:
         self.rgb: list[NDArray[np.uint8]] = []
         self.pos: dict[str, Pool] = {k: Pool() for k in POS_SHARES}
         self.neg: dict[str, Pool] = {k: Pool() for k in NEG_SHARES}
+        self.neg_shares: dict[str, float] = dict(NEG_SHARES)
 
     def _add_image(self, rgb: NDArray[np.uint8]) -> int:
         pad = ((MARGIN, MARGIN), (MARGIN, MARGIN), (0, 0))
@@ -169,7 +170,7 @@ class StageData:
         """``n`` crops (half positives): uint8 (n, CROP, CROP, 3), labels (n,), offsets (n, 2)
         from the crop centre to the target in px."""
         crops, labels, offs = [], [], []
-        for pools, shares, lab in ((self.pos, POS_SHARES, 1.0), (self.neg, NEG_SHARES, 0.0)):
+        for pools, shares, lab in ((self.pos, POS_SHARES, 1.0), (self.neg, self.neg_shares, 0.0)):
             names = [k for k in shares if len(pools[k])]
             p = np.array([shares[k] for k in names])
             picks = rng.choice(len(names), size=n // 2 if lab else n - n // 2, p=p / p.sum())
@@ -192,6 +193,39 @@ class StageData:
             np.array(labels, np.float32),
             np.array(offs, np.float32),
         )
+
+    def crops_of(self, pool: Pool, idx: NDArray[np.int64]) -> NDArray[np.uint8]:
+        """Crops centred (no jitter) on points ``idx`` of ``pool``: (k, CROP, CROP, 3)."""
+        out = np.empty((len(idx), CROP_PX, CROP_PX, 3), np.uint8)
+        for n, j in enumerate(idx):
+            rgb = self.rgb[pool.img[j]]
+            lim = np.array(rgb.shape[1::-1]) - CROP_PX
+            x0, y0 = np.clip(np.rint(pool.xy[j]) + MARGIN - CROP_PX // 2, 0, lim).astype(int)
+            out[n] = rgb[y0 : y0 + CROP_PX, x0 : x0 + CROP_PX]
+        return out
+
+    def add_hard_negatives(
+        self, net: MacrophageCropNet, min_p: float, share: float, chunk: int = 1024
+    ) -> int:
+        """Pool ``hard``: the real negatives that ``net`` gives P(macrophage) ≥ ``min_p``, drawn
+        for ``share`` of the negatives (the other shares scaled down). Returns its size."""
+        hard = Pool()
+        net.eval()
+        for name, pool in self.neg.items():
+            if name == "synthetic" or not len(pool):
+                continue
+            probs = []
+            for s in range(0, len(pool), chunk):
+                crops = self.crops_of(pool, np.arange(s, min(s + chunk, len(pool))))
+                x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
+                x = normalise(x, MEAN, STD).contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    probs.append(torch.sigmoid(net(x)[:, 0].float()).numpy())
+            for j in np.flatnonzero(np.concatenate(probs) >= min_p):
+                hard.extend(pool.img[j], pool.xy[j][None], pool.target[j][None], pool.jitter[j])
+        self.neg["hard"] = hard
+        self.neg_shares = {k: v * (1 - share) for k, v in NEG_SHARES.items()} | {"hard": share}
+        return len(hard)
 
 
 def dihedral(x: torch.Tensor, off: torch.Tensor, k: int, flip: bool) -> tuple[torch.Tensor, Any]:
@@ -241,6 +275,7 @@ def train_stage(
     lr: float = 2e-3,
     seed: int = 0,
     max_minutes: float = 28.0,
+    init: MacrophageCropNet | None = None,
     log: Callable[[str], None] = print,
 ) -> MacrophageCropNet:
     """Train a ``MacrophageCropNet`` on ``data`` (AdamW, bf16 autocast on CPU).
@@ -252,7 +287,7 @@ def train_stage(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = MacrophageCropNet().to(memory_format=torch.channels_last)
+    net = (init or MacrophageCropNet()).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-3)
     aug = StainAugment.real()
     t0, run, step = time.monotonic(), 0.0, 0

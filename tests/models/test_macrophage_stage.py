@@ -3,6 +3,8 @@ cross-fitting and the two-stage module's output format (all small, CPU)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -133,3 +135,51 @@ def test_train_stage_runs_and_two_stage_output_format() -> None:
     det.thresholds = (1.01, 0.2)  # no probability reaches it: no call
     with torch.inference_mode():
         assert (det(torch.randn(1, 3, 64, 64))[:, 0, :, 2] < 0).all()
+
+
+def test_hard_negatives_pool_and_shares() -> None:
+    data = ms.StageData()
+    im = _image([(30, 30), (60, 20)], ["macrophage", "lymphocyte"])
+    data.add_monusac(im, np.array([[31.0, 30.0], [10.0, 70.0]]))
+    net = MacrophageCropNet()
+    assert data.add_hard_negatives(net, 0.0, 0.4) == 2  # every real negative scores >= 0
+    assert data.add_hard_negatives(net, 1.01, 0.4) == 0  # none reaches a probability > 1
+    assert sum(data.neg_shares.values()) == pytest.approx(1.0)
+    assert data.neg_shares["hard"] == 0.4
+    crops = data.crops_of(data.neg["monusac_label"], np.array([0]))
+    assert crops[0, CROP_PX // 2, CROP_PX // 2].max() < 100  # centred on the lymphocyte
+
+
+def test_two_stage_model_folder_resolves_and_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models import _registry
+    from models.cells.macrophage_stage import TWO_STAGE_NAME, register_two_stage
+    from models.registry import create_model, file_sha256, get_spec, list_models
+    from wsi.io import atomic_write_json
+
+    # register into a copy of the table (shipped models loaded first): other tests iterate
+    # over the shipped models only
+    list_models()
+    monkeypatch.setattr(_registry, "_ENTRIES", dict(_registry._ENTRIES))
+    monkeypatch.setattr(_registry, "_SPECS", dict(_registry._SPECS))
+    register_two_stage()
+    register_two_stage()  # idempotent
+    assert TWO_STAGE_NAME in list_models("atc-tam-*")
+    det = TwoStageMacrophageDetector()
+    torch.save(det.state_dict(), tmp_path / "weights.pt")
+    atomic_write_json(
+        tmp_path / "card.json",
+        {
+            "name": "atc-tam-v1",
+            "version": "9.9.9",
+            "base": TWO_STAGE_NAME,
+            "weights_file": "weights.pt",
+            "sha256": file_sha256(tmp_path / "weights.pt"),
+        },
+    )
+    spec = get_spec(str(tmp_path))
+    assert spec.ref == "atc-tam-v1@9.9.9" and spec.input_mpp == 0.5 and spec.tile_px == 256
+    loaded = create_model(str(tmp_path))
+    assert isinstance(loaded, TwoStageMacrophageDetector)
+    assert torch.equal(loaded.stage.head[2].weight, det.stage.head[2].weight)
