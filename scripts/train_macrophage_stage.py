@@ -128,6 +128,21 @@ def score(args: argparse.Namespace) -> None:
         print(k, r["threshold"], json.dumps(r["figures"]))
 
 
+def _train_command(t: dict[str, Any]) -> str:
+    """The ``train`` command line recorded in a fold's JSON."""
+    cmd = (
+        f"scripts/train_macrophage_stage.py train --fold {t['fold']} --steps {t['steps']} "
+        f"--batch {t['batch']} --lr {t['lr']} --seed {t['seed']} --max-minutes {t['max_minutes']} "
+        f"--synthetic {t['synthetic']} --threads {t['threads']} --out {t['out']}"
+    )
+    if t.get("hard_from"):
+        cmd += (
+            f" --hard-from {t['hard_from']} --hard-min-p {t['hard_min_p']}"
+            f" --hard-share {t['hard_share']}  (continues the stage trained in {t['hard_from']})"
+        )
+    return cmd
+
+
 def export(args: argparse.Namespace) -> None:
     from models.cells.macrophage_stage import TWO_STAGE_NAME, TwoStageMacrophageDetector
     from models.registry import file_sha256
@@ -152,7 +167,7 @@ def export(args: argparse.Namespace) -> None:
             "steps": trained["steps"],
             "batch": trained["batch"],
             "seed": trained["seed"],
-            "command": f"scripts/train_macrophage_stage.py train --fold {args.fold}",
+            "command": _train_command(trained),
         },
         "training_data": [
             f"MoNuSAC patient fold {args.fold} (CC BY-NC-SA 4.0: non-commercial, weights inherit)",
@@ -166,6 +181,13 @@ def export(args: argparse.Namespace) -> None:
         },
         "peak_threshold_note": "tam.peak_threshold is P(macrophage) of the second stage",
     }
+    for key, name in (
+        ("synthetic_tam_validation", "density-validation.json"),
+        ("synthetic_tam_held_out_2", "density-held-out-2.json"),
+        ("cost", "bench-stage.json"),
+    ):
+        if (args.out / name).is_file():
+            card["metrics"][key] = json.loads((args.out / name).read_text(encoding="utf-8"))
     atomic_write_json(args.dest / "card.json", card)
     print(json.dumps({k: card[k] for k in ("name", "version", "sha256")}))
 
