@@ -244,7 +244,7 @@ def calibrate(
 
 
 def calibrate_tam(
-    out: Path, n: int, floor: float = 0.2, name: str = "validation"
+    out: Path, n: int, floor: float = 0.2, name: str = "validation", model: str | None = None
 ) -> dict[str, Any]:
     """Sweep the macrophage peak threshold on validation slides (never held-out slides).
 
@@ -255,6 +255,7 @@ def calibrate_tam(
     error and the mean signed bias over the slides. Slides of the other stain are skipped, so
     ``--calibrate-set held-out-2`` gives the TAM-only held-out check of the H&E route (issue 17:
     read there only at the threshold chosen on validation slides, never chosen there).
+    ``model`` (H&E route only) replaces ``tam.model`` (a name, ``name@version`` or model folder).
     """
     from models.analyses.mitosis import necrosis_mask, tumour_region
     from models.analyses.settings_cells import TamSettings
@@ -272,6 +273,8 @@ def calibrate_tam(
         if name == "validation-ihc"
         else TamSettings(route="he", peak_threshold=floor)
     )
+    if model is not None and name != "validation-ihc":
+        tam = tam.model_copy(update={"model": model})
     settings = PipelineSettings(
         engine={"num_workers": 0, "device": "cpu"},  # type: ignore[arg-type]
         tam=tam,
