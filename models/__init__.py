@@ -9,7 +9,15 @@ Importing ``models`` is cheap (it does not import torch); the registry, the engi
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# Large tensor buffers (≥ 2 MB) on transparent huge pages. With the bounded heap
+# (``models.device.bound_heap``) every large buffer is a fresh mapping whose pages fault in
+# zeroed; 2 MB pages instead of 4 kB ones cut an analysis's kernel time by about a fifth at the
+# same peak RSS (docs/benchmarks.md, bf16 section). PyTorch reads the variable once, at its first
+# allocation, so it is set here, before anything in this package imports torch.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from models.errors import (
     AnalysisCancelled,

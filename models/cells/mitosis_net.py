@@ -52,6 +52,23 @@ def _moving_max(h: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
     return m.narrow(dim, 0, n)
 
 
+def band_matrix(kernel: torch.Tensor, n: int) -> torch.Tensor:
+    """(n, n) matrix ``G`` with ``G @ v`` = ``v`` convolved with ``kernel``, replicate-padded.
+
+    Row ``i`` holds the taps of output ``i``; a tap past either end lands on the end sample, as
+    replicate padding repeats it. One dense product of a tile plane with this matrix is the
+    separable Gaussian's pass along that axis, the same sums in another order (within float
+    rounding of the 1-D convolution), and on CPU several times cheaper than a one-channel
+    ``conv2d``, which oneDNN runs at well under a GFLOP/s.
+    """
+    taps = kernel.numel()
+    r = taps // 2
+    idx = (torch.arange(n).view(-1, 1) + torch.arange(taps).view(1, -1) - r).clamp_(0, n - 1)
+    g = torch.zeros((n, n), dtype=torch.float64)
+    g.scatter_add_(1, idx, kernel.double().cpu().view(1, -1).expand(n, -1).contiguous())
+    return g.to(device=kernel.device, dtype=torch.float32)
+
+
 def _gaussian_kernel(sigma_px: float) -> torch.Tensor:
     radius = max(1, math.ceil(3 * sigma_px))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
@@ -137,6 +154,14 @@ class MitosisTileDetector(nn.Module):
         self.stride = int(stride)
         self.nms_px = max(1, round(self.min_distance_um / (self.mpp * self.stride)))
         self.kernel = _gaussian_kernel(sigma_um / (self.mpp * self.stride)).to(self.kernel.device)
+        self._bands: dict[tuple[int, str], torch.Tensor] = {}
+
+    def _band(self, n: int, device: torch.device) -> torch.Tensor:
+        """The cached (n, n) Gaussian band matrix of this grid (``band_matrix``)."""
+        key = (n, str(device))
+        if key not in self._bands:
+            self._bands[key] = band_matrix(self.kernel.to(device), n)
+        return self._bands[key]
 
     def haematoxylin(self, x: torch.Tensor) -> torch.Tensor:
         """Return the smoothed haematoxylin OD of normalised RGB (B, 3, H, W).
@@ -155,10 +180,9 @@ class MitosisTileDetector(nn.Module):
         h = (log_rgb @ self.h_col.view(c, 1).neg()).view(b, 1, height, width)
         if self.stride > 1:
             h = F.avg_pool2d(h, self.stride, ceil_mode=True)
-        k = self.kernel
-        r = k.numel() // 2
-        h = F.conv2d(F.pad(h, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-        return F.conv2d(F.pad(h, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+        # separable Gaussian, replicate borders: along rows h @ Gᵀ, along columns G @ h
+        h = h @ self._band(h.shape[-1], h.device).T
+        return torch.matmul(self._band(h.shape[-2], h.device), h)
 
     def candidates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (B, K, 2) integer (row, col) candidates in input px and (B, K) their OD.

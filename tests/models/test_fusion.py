@@ -58,3 +58,31 @@ def test_untraceable_detector_is_folded_inside_and_keeps_its_methods() -> None:
 def test_training_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="eval mode"):
         fold_batchnorm(nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1)))
+
+
+def test_relu_before_max_pool_is_moved_after_it_exactly() -> None:
+    from torch.fx.experimental.optimization import fuse
+
+    from models.cells.nets import MitosisNet
+    from models.fusion import pool_before_relu
+
+    torch.manual_seed(1)
+    net = MitosisNet(n_classes=4).eval()
+    _randomise_bn(net)
+    x = torch.randn(16, 3, 64, 64)
+    with torch.inference_mode():
+        ref = net(x)
+        gm = pool_before_relu(fuse(net))
+        order = [
+            type(gm.get_submodule(n.target)).__name__
+            for n in gm.graph.nodes  # type: ignore[union-attr]
+            if n.op == "call_module"
+        ]
+        # both pools now come before the ReLU that preceded them
+        pools = [i for i, kind in enumerate(order) if kind == "MaxPool2d"]
+        assert len(pools) == 2 and all(order[i + 1] == "ReLU" for i in pools)
+        assert all(order[i - 1] == "Conv2d" for i in pools)
+        assert torch.allclose(gm(x), ref, atol=1e-5)
+        # the swap itself is exact: same graph with and without it
+        assert torch.equal(gm(x), fuse(net)(x))
+    assert pool_before_relu(net) is net  # not a traced graph: unchanged

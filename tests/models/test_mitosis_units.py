@@ -169,3 +169,16 @@ def test_coarse_slides_get_no_mitosis_count() -> None:
     assert resolution_refusal(0.504, 0.5) is None  # a 20× scan
     reason = resolution_refusal(1.0, 0.5)
     assert reason is not None and "1.00 µm/px" in reason and "max_slide_mpp" in reason
+
+
+@pytest.mark.parametrize("n", [9, 40, 256])
+def test_band_matrix_is_the_replicate_padded_convolution(n: int) -> None:
+    import torch.nn.functional as F
+
+    from models.cells.mitosis_net import band_matrix
+
+    k = torch.tensor([0.05, 0.1, 0.2, 0.3, 0.2, 0.1, 0.05])
+    v = torch.rand(3, 1, 5, n)
+    r = k.numel() // 2
+    ref = F.conv2d(F.pad(v, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    assert torch.allclose(v @ band_matrix(k, n).T, ref, atol=1e-6)
