@@ -38,12 +38,11 @@ from models.cells.macrophage_stage import (
     gather_crops,
     suppress,
 )
-from models.cells.matching import match_points
 from models.cells.mitosis_net import MEAN, STD
 from models.training.augment import StainAugment, augment_batch, normalise
 from models.training.heat_cells import MPP, UNKNOWN_LABELS
 from models.training.real_cells import CellImage
-from models.training.real_scoring import SMALL_IMMUNE, Tally, _ci, detector_peaks
+from models.training.real_scoring import _ci, detector_peaks, macrophage_figures
 
 #: 4 µm and 6 µm in input pixels.
 NEAR_PX, FAR_PX = 8.0, 12.0
@@ -350,33 +349,10 @@ def score_calls(
 ) -> dict[str, Any]:
     """MoNuSAC macrophage figures per threshold (pooled and per organ), as
     ``real_scoring.score_macrophages`` gives them, from per-image (x, y, P) calls."""
-    out: dict[str, Any] = {}
-    for t in thresholds:
-        per: dict[str, Tally] = {}
-        for im, calls in runs:
-            pred = calls_at(calls, t)
-            r = match_um / im.mpp
-            m = match_points(pred, im.of("macrophage"), r)
-            immune = im.of(*SMALL_IMMUNE)
-            d, _ = _nearest(immune, pred)
-            hit = int((d <= r).sum())
-            for key in ("all", im.organ):
-                tl = per.setdefault(key, Tally())
-                tl.add(m.tp, m.fp, m.fn)
-                tl.extra["immune"] = tl.extra.get("immune", 0) + len(immune)
-                tl.extra["immune_called_macrophage"] = (
-                    tl.extra.get("immune_called_macrophage", 0) + hit
-                )
-        res = {}
-        for k, tl in sorted(per.items()):
-            s = tl.summary()
-            s["immune_called_macrophage_share"] = round(
-                s["immune_called_macrophage"] / max(s["immune"], 1), 4
-            )
-            s["immune_called_macrophage_ci95"] = _ci(s["immune_called_macrophage"], s["immune"])
-            res[k] = s
-        out[str(t)] = res
-    return out
+    return {
+        str(t): macrophage_figures([(im, calls_at(c, t)) for im, c in runs], match_um)
+        for t in thresholds
+    }
 
 
 def cross_fit(sweeps: Sequence[dict[str, Any]], grid: Sequence[float]) -> dict[str, Any]:

@@ -123,36 +123,42 @@ def score_macrophages(
     """MoNuSAC macrophage detection per peak threshold: pooled and per organ, plus the share of
     lymphocytes and neutrophils that a macrophage detection lands on (within ``match_um``)."""
     runs = _runs(det, images, 0, min(thresholds))
-    out: dict[str, Any] = {}
-    for t in thresholds:
-        per: dict[str, Tally] = {}
-        for im, peaks in runs:
-            pred = _pick(peaks[0], t)
-            r = match_um / im.mpp
-            m = match_points(pred, im.of("macrophage"), r)
-            hit = 0
-            immune = im.of(*SMALL_IMMUNE)
-            if len(immune) and len(pred):
-                d = np.linalg.norm(immune[:, None] - pred[None], axis=2)
-                hit = int((d.min(1) <= r).sum())
-            for key in ("all", im.organ):
-                tl = per.setdefault(key, Tally())
-                tl.add(m.tp, m.fp, m.fn)
-                tl.extra["immune"] = tl.extra.get("immune", 0) + len(immune)
-                tl.extra["immune_called_macrophage"] = (
-                    tl.extra.get("immune_called_macrophage", 0) + hit
-                )
-        res = {}
-        for k, tl in sorted(per.items()):
-            s = tl.summary()
-            n_imm = s["immune"]
-            s["immune_called_macrophage_share"] = round(
-                s["immune_called_macrophage"] / max(n_imm, 1), 4
-            )
-            s["immune_called_macrophage_ci95"] = _ci(s["immune_called_macrophage"], n_imm)
-            res[k] = s
-        out[str(t)] = res
-    return out
+    return {
+        str(t): macrophage_figures([(im, _pick(peaks[0], t)) for im, peaks in runs], match_um)
+        for t in thresholds
+    }
+
+
+def macrophage_figures(
+    calls: Sequence[tuple[CellImage, NDArray[np.float64]]], match_um: float = 4.0
+) -> dict[str, Any]:
+    """Macrophage detection figures of per-image (k, 2) x, y calls, pooled (``all``) and per
+    organ: matches within ``match_um`` one to one, and the lymphocytes and neutrophils that a
+    call lands on (share with a Wilson 95 % interval)."""
+    per: dict[str, Tally] = {}
+    for im, pred in calls:
+        r = match_um / im.mpp
+        m = match_points(pred, im.of("macrophage"), r)
+        hit = 0
+        immune = im.of(*SMALL_IMMUNE)
+        if len(immune) and len(pred):
+            d = np.linalg.norm(immune[:, None] - pred[None], axis=2)
+            hit = int((d.min(1) <= r).sum())
+        for key in ("all", im.organ):
+            tl = per.setdefault(key, Tally())
+            tl.add(m.tp, m.fp, m.fn)
+            tl.extra["immune"] = tl.extra.get("immune", 0) + len(immune)
+            tl.extra["immune_called_macrophage"] = tl.extra.get("immune_called_macrophage", 0) + hit
+    res = {}
+    for k, tl in sorted(per.items()):
+        s = tl.summary()
+        n_imm = s["immune"]
+        s["immune_called_macrophage_share"] = round(
+            s["immune_called_macrophage"] / max(n_imm, 1), 4
+        )
+        s["immune_called_macrophage_ci95"] = _ci(s["immune_called_macrophage"], n_imm)
+        res[k] = s
+    return res
 
 
 def score_nuclei(
