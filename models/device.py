@@ -117,12 +117,6 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def cpu_supports_bf16() -> bool:
-    """Return whether this CPU has native bf16 (AVX512-BF16 or AMX); elsewhere bf16 is slow."""
-    flags = _cpu_flags()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def cpu_has_amx() -> bool:
     """Return whether this CPU has AMX bf16 tiles (oneDNN runs bf16 convolutions on them)."""
     return "amx_bf16" in _cpu_flags()

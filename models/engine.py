@@ -331,12 +331,9 @@ class Engine:
 
 def _focus(images: torch.Tensor) -> torch.Tensor:
     """Variance of the 4-neighbour Laplacian of the grey image, per tile: (B,)."""
-    # grey as three adds of the uint8 channels into one float plane: no float copy of all three
-    # channels, and ~1.6× cheaper than a sum over the 3-wide last axis (same values: integers)
-    g = images[..., 0].to(torch.float32)
-    g += images[..., 1]
-    g += images[..., 2]
-    g.div_(3.0)
+    # grey by three adds of the uint8 channels into one float plane (same integer values as a
+    # sum over the 3-wide last axis, ~1.6× cheaper, and no float copy of all three channels)
+    g = images[..., 0].float().add_(images[..., 1]).add_(images[..., 2]).div_(3.0)
     lap = g[:, :-2, 1:-1] + g[:, 2:, 1:-1]
     lap += g[:, 1:-1, :-2]
     lap += g[:, 1:-1, 2:]
